@@ -1,0 +1,28 @@
+"""dwn-train: Differentiable Weightless Neural Networks (LUT networks trained with the EFD).
+
+The library API is a drop-in for torch-dwn's: ``import dwn_train as dwn`` and use
+``dwn.DistributiveThermometer``, ``dwn.LUTLayer``, ``dwn.LearnableMapping``, ``dwn.GroupSum``.
+"""
+
+from .errors import DWNError
+from .layers import GroupSum, LUTLayer
+from .lut import EFD_VARIANTS, derivative_table, lut_addresses
+from .mapping import LearnableMapping, arange_mapping, random_mapping
+from .thermometer import DistributiveThermometer, GaussianThermometer, Thermometer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DWNError",
+    "DistributiveThermometer",
+    "EFD_VARIANTS",
+    "GaussianThermometer",
+    "GroupSum",
+    "LUTLayer",
+    "LearnableMapping",
+    "Thermometer",
+    "arange_mapping",
+    "derivative_table",
+    "lut_addresses",
+    "random_mapping",
+]
