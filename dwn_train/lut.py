@@ -62,7 +62,7 @@ def efd_terms(variant: str, n: int, alpha: float, beta: float) -> tuple[tuple[fl
 
 
 def _factorised_table(tables: torch.Tensor, terms) -> torch.Tensor:
-    """D for each row of `tables` (R, 2**n) by per-bit 2x2 transforms; returns (R, 2**n, n)."""
+    """D for each row of `tables` (R, 2**n) by per-bit 2x2 transforms; returns (R, n, 2**n)."""
     rows, size = tables.shape
     n = size.bit_length() - 1
     # one copy of the table per derivative bit l, as a cube whose last axis is bit 0
@@ -80,23 +80,23 @@ def _factorised_table(tables: torch.Tensor, terms) -> torch.Tensor:
             new1 = torch.where(is_l, diff, t * v0 + v1)
             cube = torch.stack((new0, new1), dim=axis)
         total += c * cube
-    return total.reshape(rows, n, size).transpose(1, 2)
+    return total.reshape(rows, n, size)
 
 
 @lru_cache(maxsize=64)
 def _efd_matrix(n: int, terms, dtype: torch.dtype, device: str) -> torch.Tensor:
-    """The linear map table -> D as a (2**n, 2**n * n) matrix, built in float64 once per key."""
+    """The linear map table -> D as a (2**n, n * 2**n) matrix, built in float64 once per key."""
     eye = torch.eye(2**n, dtype=torch.float64)
-    return _factorised_table(eye, terms).reshape(2**n, 2**n * n).to(dtype=dtype, device=device)
+    return _factorised_table(eye, terms).reshape(2**n, n * 2**n).to(dtype=dtype, device=device)
 
 
 def derivative_table(luts: torch.Tensor, terms) -> torch.Tensor:
-    """D[j, a, l] (see the module docstring) for luts of shape (N, 2**n); returns (N, 2**n, n)."""
+    """D[j, a, l] (see the module docstring) for luts (N, 2**n), stored bit-major: (N, n, 2**n)."""
     num, size = luts.shape
     n = size.bit_length() - 1
     if size <= _MATRIX_MAX_ENTRIES:
         matrix = _efd_matrix(n, tuple(terms), luts.dtype, str(luts.device))
-        return (luts @ matrix).view(num, size, n)
+        return (luts @ matrix).view(num, n, size)
     return _factorised_table(luts, terms)
 
 
@@ -172,8 +172,9 @@ class LUTFunction(torch.autograd.Function):
 def _wire_gradients(luts, terms, flat, grad_t) -> torch.Tensor:
     """g[i, j] * D[j, addr(i, j), l] for every input bit, LUT and sample: (n, N, B)."""
     num, size = luts.shape
-    table = derivative_table(luts, terms).view(num * size, -1).t().contiguous()  # (n, N * 2^n)
+    table = derivative_table(luts, terms).transpose(0, 1)  # (n, N, 2^n)
     n = table.shape[0]
+    table = table.reshape(n, num * size)
     rows = table.gather(1, flat.view(1, -1).expand(n, -1)).view(n, *flat.shape)
     return rows.mul_(grad_t)
 

@@ -1,0 +1,39 @@
+"""GroupSum and the stand-alone LearnableMapping."""
+
+import numpy as np
+import pytest
+import torch
+
+import dwn_train as dwn
+
+
+def test_group_sum_divisible():
+    x = torch.arange(12, dtype=torch.float32).view(2, 6)
+    out = dwn.GroupSum(3, tau=2)(x)
+    expect = torch.tensor([[0 + 1, 2 + 3, 4 + 5], [6 + 7, 8 + 9, 10 + 11]], dtype=torch.float32) / 2
+    assert torch.equal(out, expect)
+
+
+def test_group_sum_pads_with_zeros_and_takes_k_positionally():
+    x = torch.ones(1, 7)
+    # group size ceil(7 / 3) = 3, padded to 9: groups of 3, 3 and 1 real entries
+    assert dwn.GroupSum(3)(x).tolist() == [[3.0, 3.0, 1.0]]
+    with pytest.raises(dwn.DWNError, match="k"):
+        dwn.GroupSum(0)
+
+
+def test_learnable_mapping_forward_and_gradients():
+    torch.manual_seed(0)
+    lm = dwn.LearnableMapping(5, 8, tau=0.3)
+    x = torch.randn(4, 5, requires_grad=True)
+    grad = torch.randn(4, 8)
+    out = lm(x)
+    out.backward(grad)
+    w = lm.weights.detach().double().numpy()
+    xn = x.detach().double().numpy()
+    np.testing.assert_array_equal(out.detach().numpy(), x.detach().numpy()[:, w.argmax(axis=0)])
+    np.testing.assert_allclose(lm.weights.grad.numpy(), (2 * xn - 1).T @ grad.double().numpy(), rtol=1e-5, atol=1e-6)
+    soft = np.exp(w / 0.3) / np.exp(w / 0.3).sum(axis=0)
+    np.testing.assert_allclose(x.grad.numpy(), grad.double().numpy() @ soft.T, rtol=1e-5, atol=1e-6)
+    with pytest.raises(dwn.DWNError, match="tau"):
+        dwn.LearnableMapping(5, 8, tau=0)

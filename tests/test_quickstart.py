@@ -1,0 +1,38 @@
+"""torch-dwn's README Quick Start, with only the import changed, learns scikit-learn's digits."""
+
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+import dwn_train as dwn
+
+
+def test_quick_start_model_learns_digits():
+    torch.manual_seed(0)
+    features, labels = load_digits(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(features, labels, test_size=0.25, random_state=0)
+    y_train, y_test = torch.from_numpy(y_train), torch.from_numpy(y_test)
+
+    # --- the Quick Start, verbatim but for the import and the layer widths ---
+    thermometer = dwn.DistributiveThermometer(3).fit(x_train)
+    x_train = thermometer.binarize(x_train).flatten(start_dim=1)
+    x_test = thermometer.binarize(x_test).flatten(start_dim=1)
+    model = nn.Sequential(
+        dwn.LUTLayer(x_train.size(1), 1000, n=6, mapping="learnable"),
+        dwn.LUTLayer(1000, 500, n=6),
+        dwn.GroupSum(k=10, tau=1 / 0.3),
+    )
+    # ---
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(8):
+        model.train()
+        for batch in torch.randperm(len(x_train)).split(32):
+            loss = nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(x_test).argmax(-1) == y_test).float().mean().item()
+    assert accuracy > 0.9, accuracy
