@@ -1,0 +1,70 @@
+"""Console scripts: dwn-train and dwn-eval (Hydra apps over conf/train.yaml and conf/eval.yaml).
+
+A user error (DWNError) prints one sentence on stderr and exits with status 2; so does a config
+that Hydra cannot compose (unknown option, misspelt key, wrong type).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import OmegaConf
+
+from .config import register_configs
+from .errors import DWNError
+from .resources import conf_dir
+
+register_configs()
+_CONF = str(conf_dir())
+_started = False
+
+
+def _run(name: str, work, cfg):
+    global _started
+    _started = True
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        if missing:
+            raise DWNError(f"no value for {', '.join(missing)}; pass it on the command line, e.g. {missing[0]}=...")
+        return work(cfg, run_dir)
+    except DWNError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+@hydra.main(version_base="1.3", config_path=_CONF, config_name="train")
+def _train_app(cfg):
+    from . import console
+    from .train import train
+
+    console.print_config(cfg)
+    return _run("dwn-train", train, cfg)
+
+
+@hydra.main(version_base="1.3", config_path=_CONF, config_name="eval")
+def _eval_app(cfg):
+    from .evaluate import run_eval
+
+    return _run("dwn-eval", run_eval, cfg)
+
+
+def _entry(app) -> None:
+    try:
+        app()
+    except SystemExit as exc:
+        # Hydra exits 1 when the config cannot be composed: that is the user's input, so 2
+        if exc.code == 1 and not _started:
+            sys.exit(2)
+        raise
+
+
+def train_main() -> None:
+    _entry(_train_app)
+
+
+def eval_main() -> None:
+    _entry(_eval_app)

@@ -1,0 +1,141 @@
+"""Typed schemas of the configuration, registered in Hydra's ConfigStore.
+
+The YAML files under conf/ extend these (`defaults: [base_<group>, _self_]`), so a misspelt key
+or a value of the wrong type fails when Hydra composes the config, with Hydra's own message.
+Keys mirror the constructor arguments they feed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class DatasetConfig:
+    kind: str = MISSING  # mnist | fashion_mnist | cifar10 | digits | breast_cancer | jsc | openml | csv | synthetic
+    root: str = "data"  # torchvision data sets: folder holding <Name>/raw
+    download: bool = False
+    path: Optional[str] = None  # csv: the training file
+    target: Optional[str] = None  # csv: the label column
+    test_path: Optional[str] = None  # csv: a separate test file
+    test_fraction: float = 0.2  # csv/openml/jsc/sklearn sets without their own test split
+    split_seed: int = 42  # seed of that train/test split
+    data_home: Optional[str] = None  # openml/jsc: scikit-learn's download cache
+    data_id: Optional[int] = None  # openml: the data set id
+    num_samples: int = 1000  # synthetic
+    num_features: int = 16  # synthetic
+    num_classes: int = 3  # synthetic
+
+
+@dataclass
+class EncodingConfig:
+    kind: str = "distributive"  # distributive | uniform | gaussian
+    num_bits: int = 3
+    feature_wise: bool = True
+
+
+@dataclass
+class LayerConfig:
+    out_features: int = MISSING
+    n: int = 6
+    mapping: str = "random"  # random | arange | learnable
+    efd: str = "exponential"  # exponential | paper | fd
+    alpha: Optional[float] = None  # default 0.5 * 0.75 ** (n - 1)
+    beta: Optional[float] = None  # default 0.25 / 0.75
+    lm_tau: float = 0.001
+    ste: bool = True
+    clamp_luts: bool = True
+
+
+@dataclass
+class HeadConfig:
+    kind: str = "group_sum"
+    tau: float = 1.0
+
+
+@dataclass
+class ModelConfig:
+    layers: List[LayerConfig] = MISSING
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-2
+    weight_decay: float = 0.0
+    momentum: float = 0.9  # sgd only
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])  # adam/adamw
+
+
+@dataclass
+class SchedulerConfig:
+    kind: str = "step"  # step | multistep | cosine | none
+    step_size: int = 14
+    gamma: float = 0.1
+    milestones: List[int] = field(default_factory=list)
+    min_lr: float = 0.0  # cosine
+
+
+@dataclass
+class CheckpointConfig:
+    save_last: bool = True
+    save_best: bool = True
+    monitor: str = "auto"  # auto (val_acc with a validation split, else train_acc) or a metrics key
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 30
+    batch_size: int = 32
+    eval_batch_size: int = 4096
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    backend: str = "auto"  # auto | torch | cuda
+    eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
+    val_fraction: float = 0.0  # share of the training split held out for model selection
+    threads: Optional[int] = None  # torch CPU threads; None keeps torch's default
+    resume: Optional[str] = None  # null | auto | path to a checkpoint
+    plot: bool = True  # curves.png at the end
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+
+@dataclass
+class LoggerConfig:
+    kind: str = "none"  # none | tensorboard
+
+
+@dataclass
+class TrainConfig:
+    dataset: DatasetConfig = MISSING
+    encoding: EncodingConfig = MISSING
+    model: ModelConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    scheduler: SchedulerConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+@dataclass
+class EvalConfig:
+    checkpoint: str = MISSING
+    split: str = "test"  # test | val | train
+    batch_size: int = 4096
+    device: str = "auto"
+    save_predictions: bool = False
+    data_root: Optional[str] = None  # override the stored dataset.root (the data moved)
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore (idempotent)."""
+    store = ConfigStore.instance()
+    store.store(name="base_train", node=TrainConfig)
+    store.store(name="base_eval", node=EvalConfig)
+    for group, node in (("dataset", DatasetConfig), ("encoding", EncodingConfig), ("model", ModelConfig),
+                        ("optimizer", OptimizerConfig), ("scheduler", SchedulerConfig),
+                        ("trainer", TrainerConfig), ("logger", LoggerConfig)):
+        store.store(group=group, name=f"base_{group}", node=node)

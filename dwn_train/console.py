@@ -1,0 +1,87 @@
+"""Presentation only: the config tree, per-epoch progress and the final tables (rich)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from contextlib import contextmanager
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.tree import Tree
+
+log = logging.getLogger("dwn_train")
+console = Console()
+
+
+def interactive() -> bool:
+    return sys.stdout.isatty()
+
+
+def print_config(cfg) -> None:
+    tree = Tree("config")
+
+    def add(node, data):
+        for key, value in data.items():
+            if isinstance(value, dict):
+                add(node.add(f"[bold]{key}"), value)
+            else:
+                node.add(f"{key}: {value}")
+
+    add(tree, OmegaConf.to_container(cfg, resolve=True))
+    if interactive():
+        console.print(tree)
+    else:
+        log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+
+
+@contextmanager
+def epoch_progress(epoch: int, epochs: int, batches: int):
+    """Yields update(done, loss, acc, samples_per_s); a live bar on a terminal, silent otherwise."""
+    if not interactive():
+        yield lambda *args: None
+        return
+    columns = (TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+               TextColumn("{task.fields[stats]}"))
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("train", total=batches, stats="")
+
+        def update(done, loss, acc, rate):
+            progress.update(task, completed=done, stats=f"loss {loss:.4f}  acc {acc:.4f}  {rate:,.0f} samples/s")
+
+        yield update
+
+
+def epoch_line(row: dict) -> str:
+    parts = [f"epoch {row['epoch']}", f"loss {row['train_loss']:.4f}", f"train_acc {row['train_acc']:.4f}"]
+    parts += [f"{k} {row[k]:.4f}" for k in ("val_acc", "test_acc") if row.get(k) is not None]
+    parts += [f"lr {row['lr']:.3g}", f"{row['samples_per_s']:,.0f} samples/s", f"{row['seconds']:.1f} s"]
+    return "  ".join(parts)
+
+
+def summary_table(title: str, items: dict) -> None:
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in items.items():
+        table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
+    console.print(table)
+
+
+def class_table(per_class: list[dict], confusion) -> None:
+    table = Table(title="per class")
+    for name in ("class", "support", "precision", "recall", "f1"):
+        table.add_column(name, justify="right")
+    for row in per_class:
+        table.add_row(str(row["class"]), str(row["support"]),
+                      *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")))
+    console.print(table)
+    matrix = Table(title="confusion matrix (rows: label, columns: prediction)")
+    matrix.add_column("")
+    for c in range(len(confusion)):
+        matrix.add_column(str(c), justify="right")
+    for c, row in enumerate(confusion):
+        matrix.add_row(str(c), *(str(int(v)) for v in row))
+    console.print(matrix)

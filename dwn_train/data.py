@@ -1,0 +1,173 @@
+"""Data sets: `dataset.kind` -> a loader returning train/test tensors.
+
+Every loader returns a `Splits` of float32 features (samples, *feature_shape) and int64 labels in
+0..C-1. Nothing here encodes or batches: the trainer fits the thermometer on the training split.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DWNError
+
+
+@dataclass
+class Splits:
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    name: str
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.x_train.shape[1:])
+
+
+def load_dataset(cfg) -> Splits:
+    """Load the data set that `cfg` (the `dataset` config group) names."""
+    loader = _LOADERS.get(cfg.kind)
+    if loader is None:
+        raise DWNError(f"dataset.kind={cfg.kind!r} is unknown; expected one of {', '.join(sorted(_LOADERS))}.")
+    splits = loader(cfg)
+    for name, x in (("training", splits.x_train), ("test", splits.x_test)):
+        if len(x) == 0:
+            raise DWNError(f"The {name} split of dataset {splits.name!r} is empty.")
+        if not torch.isfinite(x).all():
+            raise DWNError(f"The {name} split of dataset {splits.name!r} contains NaN or infinite values; "
+                           "clean or impute the data first.")
+    return splits
+
+
+def _from_numpy(name, x_train, y_train, x_test, y_test) -> Splits:
+    labels, encoded = np.unique(np.concatenate([y_train, y_test]), return_inverse=True)
+    encoded = encoded.reshape(-1)
+    return Splits(torch.as_tensor(np.asarray(x_train, dtype=np.float32)),
+                  torch.as_tensor(encoded[: len(y_train)], dtype=torch.int64),
+                  torch.as_tensor(np.asarray(x_test, dtype=np.float32)),
+                  torch.as_tensor(encoded[len(y_train):], dtype=torch.int64),
+                  num_classes=len(labels), name=name)
+
+
+def _split(name, x, y, cfg) -> Splits:
+    if not 0.0 < cfg.test_fraction < 1.0:
+        raise DWNError(f"dataset.test_fraction must lie strictly between 0 and 1; got {cfg.test_fraction}.")
+    from sklearn.model_selection import train_test_split
+
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=cfg.test_fraction,
+                                                        random_state=cfg.split_seed)
+    return _from_numpy(name, x_train, y_train, x_test, y_test)
+
+
+def _torchvision(cfg) -> Splits:
+    names = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+    name = names[cfg.kind]
+    try:
+        import torchvision.datasets as tvd
+    except ImportError as exc:
+        raise DWNError(f"dataset={cfg.kind} needs torchvision: pip install 'dwn-train[vision]'.") from exc
+    cls = getattr(tvd, name)
+    try:
+        parts = [cls(root=cfg.root, train=train, download=cfg.download) for train in (True, False)]
+    except RuntimeError as exc:
+        raise DWNError(f"{name} was not found under dataset.root={cfg.root!r} (expected {Path(cfg.root) / name}); "
+                       "point dataset.root at a local copy or set dataset.download=true.") from exc
+    tensors = []
+    for part in parts:
+        data = torch.as_tensor(np.asarray(part.data)).float().flatten(1)
+        tensors += [data, torch.as_tensor(np.asarray(part.targets), dtype=torch.int64)]
+    return Splits(*tensors, num_classes=len(parts[0].classes), name=cfg.kind)
+
+
+def _sklearn_bundled(cfg) -> Splits:
+    from sklearn import datasets
+
+    loader = {"digits": datasets.load_digits, "breast_cancer": datasets.load_breast_cancer}[cfg.kind]
+    x, y = loader(return_X_y=True)
+    return _split(cfg.kind, x, y, cfg)
+
+
+def _openml(cfg) -> Splits:
+    if cfg.data_id is None:
+        raise DWNError("dataset.data_id is required for dataset=openml (e.g. dataset.data_id=42468).")
+    from sklearn.datasets import fetch_openml
+
+    try:
+        x, y = fetch_openml(data_id=int(cfg.data_id), data_home=cfg.data_home, return_X_y=True, as_frame=False,
+                            parser="auto")
+    except Exception as exc:  # network, cache or format: the user can fix all of them
+        raise DWNError(f"OpenML data set {cfg.data_id} could not be loaded into dataset.data_home="
+                       f"{cfg.data_home!r} ({type(exc).__name__}: {exc}); check the id and the network, "
+                       "or copy a cached download there.") from exc
+    try:
+        x = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise DWNError(f"OpenML data set {cfg.data_id} has non-numeric feature columns.") from exc
+    return _split(f"openml-{cfg.data_id}", x, np.asarray(y), cfg)
+
+
+def _read_csv(path_value, target: str, what: str):
+    path = Path(path_value)
+    if not path.is_file():
+        raise DWNError(f"{what}={str(path)!r} does not exist or is not a file.")
+    try:
+        with path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise DWNError(f"{what}={str(path)!r} could not be read as CSV ({exc}).") from exc
+    if len(rows) < 2:
+        raise DWNError(f"{what}={str(path)!r} needs a header row and at least one data row.")
+    header, body = rows[0], rows[1:]
+    if target not in header:
+        raise DWNError(f"dataset.target={target!r} is not a column of {path}; columns are {', '.join(header)}.")
+    column = header.index(target)
+    features = [c for c in range(len(header)) if c != column]
+    values = np.empty((len(body), len(features)), dtype=np.float64)
+    for r, row in enumerate(body):
+        if len(row) != len(header):
+            raise DWNError(f"{path} row {r + 2} has {len(row)} fields; the header has {len(header)}.")
+        for c, source in enumerate(features):
+            try:
+                values[r, c] = float(row[source]) if row[source].strip() else np.nan
+            except ValueError:
+                raise DWNError(f"{path} row {r + 2}, column {header[source]!r}: {row[source]!r} is not a number.") from None
+    if not np.isfinite(values).all():
+        raise DWNError(f"{path} has empty, NaN or infinite feature values; clean or impute the data first.")
+    return values, np.asarray([row[column] for row in body])
+
+
+def _csv(cfg) -> Splits:
+    if not cfg.path or not cfg.target:
+        raise DWNError("dataset=csv needs dataset.path (the file) and dataset.target (the label column).")
+    x, y = _read_csv(cfg.path, cfg.target, "dataset.path")
+    if cfg.test_path:
+        x_test, y_test = _read_csv(cfg.test_path, cfg.target, "dataset.test_path")
+        if x_test.shape[1] != x.shape[1]:
+            raise DWNError(f"dataset.test_path has {x_test.shape[1]} feature columns; dataset.path has {x.shape[1]}.")
+        return _from_numpy(Path(cfg.path).stem, x, y, x_test, y_test)
+    return _split(Path(cfg.path).stem, x, y, cfg)
+
+
+def _synthetic(cfg) -> Splits:
+    """Gaussian clusters around random centres, deterministic in split_seed."""
+    for key in ("num_samples", "num_features", "num_classes"):
+        if getattr(cfg, key) < (2 if key != "num_features" else 1):
+            raise DWNError(f"dataset.{key} must be at least {2 if key != 'num_features' else 1}; got {getattr(cfg, key)}.")
+    rng = np.random.default_rng(cfg.split_seed)
+    centres = rng.normal(scale=2.0, size=(cfg.num_classes, cfg.num_features))
+    y = rng.integers(0, cfg.num_classes, size=cfg.num_samples)
+    x = centres[y] + rng.normal(size=(cfg.num_samples, cfg.num_features))
+    return _split("synthetic", x, y, cfg)
+
+
+_LOADERS = {
+    "mnist": _torchvision, "fashion_mnist": _torchvision, "cifar10": _torchvision,
+    "digits": _sklearn_bundled, "breast_cancer": _sklearn_bundled,
+    "jsc": _openml, "openml": _openml, "csv": _csv, "synthetic": _synthetic,
+}

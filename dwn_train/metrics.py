@@ -1,0 +1,91 @@
+"""Per-epoch records in the run folder: metrics.jsonl, metrics.csv, curves.png, TensorBoard."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from .errors import DWNError
+
+COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "samples_per_s", "seconds")
+
+
+class MetricsLog:
+    """Appends one row per epoch to metrics.jsonl and metrics.csv in `run_dir`.
+
+    `keep_through(epoch)` drops rows after `epoch` (a resumed run redoes them), so resuming into
+    the same folder never duplicates an epoch.
+    """
+
+    def __init__(self, run_dir: Path, tensorboard: bool = False):
+        self.jsonl, self.csv = run_dir / "metrics.jsonl", run_dir / "metrics.csv"
+        self.rows: list[dict] = []
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise DWNError("logger=tensorboard needs the tensorboard package: pip install tensorboard.") from exc
+            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+    def keep_through(self, epoch: int) -> None:
+        rows = []
+        if self.jsonl.is_file():
+            for line in self.jsonl.read_text().splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    if row["epoch"] <= epoch:
+                        rows.append(row)
+        self.rows = rows
+        self._rewrite()
+
+    def append(self, row: dict) -> None:
+        self.rows.append(row)
+        with self.jsonl.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+        new_file = not self.csv.is_file()
+        with self.csv.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            if new_file:
+                writer.writeheader()
+            writer.writerow({k: row.get(k) for k in COLUMNS})
+        if self.writer is not None:
+            for key, value in row.items():
+                if key != "epoch" and value is not None:
+                    self.writer.add_scalar(key, value, row["epoch"])
+            self.writer.flush()
+
+    def _rewrite(self) -> None:
+        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+        with self.csv.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+            writer.writeheader()
+            writer.writerows({k: r.get(k) for k in COLUMNS} for r in self.rows)
+
+    def plot(self, path: Path) -> None:
+        """Loss and accuracy per epoch, as a PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        epochs = [r["epoch"] for r in self.rows]
+        fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(10, 4))
+        loss_ax.plot(epochs, [r["train_loss"] for r in self.rows], marker="o", label="train")
+        loss_ax.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+        for key in ("train_acc", "val_acc", "test_acc"):
+            points = [(r["epoch"], r[key]) for r in self.rows if r.get(key) is not None]
+            if points:
+                acc_ax.plot(*zip(*points), marker="o", label=key.removesuffix("_acc"))
+        acc_ax.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+        for ax in (loss_ax, acc_ax):
+            ax.grid(alpha=0.3)
+            ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
