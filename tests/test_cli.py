@@ -82,3 +82,20 @@ def test_user_errors_exit_2_without_traceback(which, overrides, words, run_cli, 
     code, out, err = run_cli(which, *SMALL * (which == "train"), *overrides, f"hydra.run.dir={tmp_path}/r")
     assert code == 2
     assert words in out + err and "Traceback" not in out + err
+
+
+def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(_train_cmd("trainer.epochs=1", "optimizer.lr=0.01,0.02", "hydra/launcher=local",
+                                       f"hydra.sweep.dir={sweep}", flags=["-m"]),
+                            check=True, env=ENV, capture_output=True, text=True)
+    assert "Joblib" in result.stdout + result.stderr
+    assert [len(_rows(sweep / job)) for job in ("0", "1")] == [1, 1]
+
+
+def test_slurm_launcher_config_composes():
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    shown = subprocess.run(["dwn-train", "hydra/launcher=slurm", "--cfg", "hydra"], check=True, env=ENV,
+                           capture_output=True, text=True).stdout
+    assert "SlurmLauncher" in shown and "gpus_per_node: 1" in shown

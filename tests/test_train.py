@@ -62,7 +62,7 @@ def test_bad_checkpoints_are_clear_errors(case, words, tmp_path):
     elif case == "foreign":
         torch.save({"state_dict": {}}, path)
     elif case == "pickle":
-        path.write_bytes(pickle.dumps({"format": "dwn-train-checkpoint", "x": Evil()}))
+        path.write_bytes(pickle.dumps({"format": "dwn-train-checkpoint", "x": Evil()}, protocol=2))
     with pytest.raises(DWNError, match=words):
         load_checkpoint(path)
 
@@ -98,3 +98,9 @@ def test_absent_offline_dataset_says_how_to_fix(compose_cfg, tmp_path):
     cfg = compose_cfg(["dataset=mnist", f"dataset.root={tmp_path}", "trainer.epochs=1"])
     with pytest.raises(DWNError, match="dataset.root.*download=true"):
         train(cfg, tmp_path)
+
+
+def test_tensorboard_logger_writes_events(compose_cfg, tmp_path):
+    pytest.importorskip("tensorboard")
+    train(compose_cfg([*SMALL, "trainer.epochs=1", "logger=tensorboard"]), tmp_path)
+    assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
