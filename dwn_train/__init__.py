@@ -5,9 +5,10 @@ The library API is a drop-in for torch-dwn's: ``import dwn_train as dwn`` and us
 """
 
 from .errors import DWNError
-from .layers import GroupSum, LUTLayer
+from .layers import GroupSum, LUTLayer, ReductionHead
 from .lut import EFD_VARIANTS, derivative_table, lut_addresses
 from .mapping import LearnableMapping, arange_mapping, random_mapping
+from .regularizers import regularization, spectral, spectral_printed
 from .thermometer import DistributiveThermometer, GaussianThermometer, Thermometer
 
 __version__ = "0.1.0"
@@ -20,9 +21,13 @@ __all__ = [
     "GroupSum",
     "LUTLayer",
     "LearnableMapping",
+    "ReductionHead",
     "Thermometer",
     "arange_mapping",
     "derivative_table",
     "lut_addresses",
     "random_mapping",
+    "regularization",
+    "spectral",
+    "spectral_printed",
 ]

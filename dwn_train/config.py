@@ -53,14 +53,22 @@ class LayerConfig:
 
 @dataclass
 class HeadConfig:
-    kind: str = "group_sum"
+    kind: str = "group_sum"  # group_sum | reduction (learnable reduction, paper section 3.3)
     tau: float = 1.0
+    n: int = 2  # reduction only: inputs per LUT of the pyramid
+
+
+@dataclass
+class RegularizerConfig:
+    kind: str = "none"  # none | spectral | spectral_printed (paper section 3.4)
+    weight: float = 0.0  # lambda: loss = cross-entropy + weight * penalty
 
 
 @dataclass
 class ModelConfig:
     layers: List[LayerConfig] = MISSING
     head: HeadConfig = field(default_factory=HeadConfig)
+    regularizer: RegularizerConfig = field(default_factory=RegularizerConfig)
 
 
 @dataclass

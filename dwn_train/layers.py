@@ -122,3 +122,44 @@ class GroupSum(nn.Module):
 
     def extra_repr(self) -> str:
         return f"k={self.k}, tau={self.tau:.6g}"
+
+
+class ReductionHead(nn.Module):
+    """Learnable reduction (paper section 3.3): pyramids of n-input LUT layers instead of popcount.
+
+    The paper does not say how its one-bit output is trained; this is our design. The input
+    (B, W) is split into consecutive groups like GroupSum's: one group per class, or a single
+    group for a binary task. Each group of n**k bits is reduced by k LUT layers (arange wiring, so
+    LUT j reads inputs j*n .. j*n + n - 1 and never crosses a group) to one bit b. The logits are
+    (2b - 1) / tau per class; for a binary task the single bit gives logits (-z/2, z/2) with
+    z = (2b - 1) / tau, so cross-entropy is the logistic loss on z. Gradients reach the tables
+    through the straight-through estimator and the EFD, like every other LUT layer.
+    Shapes: (B, W) -> (B, num_classes).
+    """
+
+    def __init__(self, in_features: int, num_classes: int, n: int = 2, tau: float = 1.0, efd: str = "exponential"):
+        super().__init__()
+        _check_positive("in_features", in_features)
+        if num_classes < 2:
+            raise DWNError(f"ReductionHead needs at least 2 classes; got {num_classes}.")
+        self.num_classes, self.tau = num_classes, float(tau)
+        groups = 1 if num_classes == 2 else num_classes
+        size = in_features // groups
+        depth = 0
+        while n ** depth < size:
+            depth += 1
+        if in_features % groups or n ** depth != size or depth == 0:
+            raise DWNError(f"model.head=reduction with n={n} needs the last layer's width to be "
+                           f"{groups} x {n}^k (k >= 1); got {in_features}.")
+        widths = [groups * n ** (depth - level) for level in range(1, depth + 1)]
+        inputs = [in_features] + widths[:-1]
+        self.levels = nn.Sequential(*(LUTLayer(i, o, n=n, mapping="arange", efd=efd) for i, o in zip(inputs, widths)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = (2 * self.levels(x) - 1) / self.tau  # (B, groups)
+        if self.num_classes == 2:
+            return torch.cat([-score / 2, score / 2], dim=-1)
+        return score
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes}, tau={self.tau:.6g}"

@@ -12,8 +12,9 @@ import math
 from torch import nn
 
 from .errors import DWNError
-from .layers import GroupSum, LUTLayer
+from .layers import GroupSum, LUTLayer, ReductionHead
 from .lut import EFD_VARIANTS, MAX_N
+from .regularizers import KINDS as REGULARIZERS
 from .thermometer import DistributiveThermometer, GaussianThermometer, Thermometer
 
 ENCODERS = {"distributive": DistributiveThermometer, "uniform": Thermometer, "gaussian": GaussianThermometer}
@@ -55,19 +56,33 @@ def build_model(cfg, in_features: int, num_classes: int) -> nn.Sequential:
                                 alpha=layer.alpha, beta=layer.beta, ste=layer.ste, clamp_luts=layer.clamp_luts,
                                 lm_tau=layer.lm_tau, efd=layer.efd))
         width = int(layer.out_features)
-    if cfg.head.kind != "group_sum":
-        raise DWNError(f"model.head.kind={cfg.head.kind!r} is unknown; expected group_sum.")
-    if cfg.head.tau <= 0:
-        raise DWNError(f"model.head.tau must be > 0; got {cfg.head.tau}.")
-    if width % num_classes:
-        raise DWNError(f"The last layer's {width} outputs cannot be split into {num_classes} equal GroupSum groups; "
-                       f"make model.layers[-1].out_features a multiple of {num_classes}.")
-    modules.append(GroupSum(num_classes, tau=cfg.head.tau))
+    modules.append(build_head(cfg.head, width, num_classes))
+    reg = cfg.regularizer
+    if reg.kind not in REGULARIZERS or reg.weight < 0:
+        raise DWNError(f"model.regularizer needs kind in {', '.join(REGULARIZERS)} and weight >= 0; "
+                       f"got kind={reg.kind!r}, weight={reg.weight}.")
     return nn.Sequential(*modules)
 
 
-def count_luts(model: nn.Sequential) -> int:
-    return sum(m.output_size for m in model if isinstance(m, LUTLayer))
+def build_head(cfg, width: int, num_classes: int) -> nn.Module:
+    """GroupSum (popcount per class) or the learnable reduction pyramids."""
+    if cfg.tau <= 0:
+        raise DWNError(f"model.head.tau must be > 0; got {cfg.tau}.")
+    if cfg.kind == "group_sum":
+        if width % num_classes:
+            raise DWNError(f"The last layer's {width} outputs cannot be split into {num_classes} equal GroupSum "
+                           f"groups; make model.layers[-1].out_features a multiple of {num_classes}.")
+        return GroupSum(num_classes, tau=cfg.tau)
+    if cfg.kind == "reduction":
+        if not 1 <= cfg.n <= MAX_N:
+            raise DWNError(f"model.head.n must be between 1 and {MAX_N}; got {cfg.n}.")
+        return ReductionHead(width, num_classes, n=cfg.n, tau=cfg.tau)
+    raise DWNError(f"model.head.kind={cfg.kind!r} is unknown; expected group_sum or reduction.")
+
+
+def count_luts(model: nn.Module) -> int:
+    """LUTs in the model, reduction pyramids included."""
+    return sum(m.output_size for m in model.modules() if isinstance(m, LUTLayer))
 
 
 def input_width(feature_shape, num_bits: int) -> int:

@@ -22,6 +22,7 @@ from .errors import DWNError
 from .metrics import MetricsLog
 from .model import build_encoder, build_model, input_width
 from .optim import build_optimizer, build_scheduler
+from .regularizers import regularization
 
 
 @dataclass
@@ -122,6 +123,7 @@ def _check_trainer(t) -> None:
 def train(cfg, run_dir: Path) -> float:
     """Train as `cfg` says, writing into `run_dir`; returns the best monitored metric."""
     t = cfg.trainer
+    run_dir.mkdir(parents=True, exist_ok=True)
     _check_trainer(t)
     _check_backend(t.backend)
     if t.threads:
@@ -155,7 +157,7 @@ def train(cfg, run_dir: Path) -> float:
     x_train, y_train = data.splits["train"]
     plain_config = OmegaConf.to_container(cfg, resolve=True)
     for epoch in range(start_epoch, t.epochs + 1):
-        row, step = _train_epoch(model, optimizer, x_train, y_train, epoch, t, step)
+        row, step = _train_epoch(model, optimizer, x_train, y_train, epoch, t, step, cfg.model.regularizer)
         if scheduler is not None:
             scheduler.step()
         if epoch % t.eval_every == 0 or epoch == t.epochs:
@@ -186,7 +188,7 @@ def train(cfg, run_dir: Path) -> float:
     return float(best) if best is not None else float("nan")
 
 
-def _train_epoch(model, optimizer, x_train, y_train, epoch: int, t, step: int):
+def _train_epoch(model, optimizer, x_train, y_train, epoch: int, t, step: int, reg):
     model.train()
     order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(t.seed * 100_003 + epoch))
     order = order.to(x_train.device)
@@ -198,8 +200,9 @@ def _train_epoch(model, optimizer, x_train, y_train, epoch: int, t, step: int):
             x, y = x_train[index].float(), y_train[index]
             logits = model(x)
             loss = nn.functional.cross_entropy(logits, y)
+            penalty = regularization(model, reg.kind) if reg.weight else None
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            (loss if penalty is None else loss + reg.weight * penalty).backward()
             optimizer.step()
             step += 1
             loss_sum += loss.item() * len(y)

@@ -32,7 +32,9 @@ def test_option_composes_and_builds(group, option, compose_cfg, tmp_path):
         extra = ["dataset.data_id=61"]
     cfg = compose_cfg([override, *extra])
     encoder = build_encoder(cfg.encoding)
-    model = build_model(cfg.model, in_features=16 * encoder.num_bits, num_classes=10 if cfg.model.layers[-1].out_features % 10 == 0 else 5)
+    width = cfg.model.layers[-1].out_features
+    classes = next(c for c in (10, 5, 2) if width % c == 0)
+    model = build_model(cfg.model, in_features=16 * encoder.num_bits, num_classes=classes)
     optimizer = build_optimizer(cfg.optimizer, model)
     build_scheduler(cfg.scheduler, optimizer, cfg.trainer.epochs)
     if group == "dataset" and (option in NO_DOWNLOAD or option == "csv"):

@@ -104,3 +104,20 @@ def test_tensorboard_logger_writes_events(compose_cfg, tmp_path):
     pytest.importorskip("tensorboard")
     train(compose_cfg([*SMALL, "trainer.epochs=1", "logger=tensorboard"]), tmp_path)
     assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize("extra", [["model.regularizer.kind=spectral", "model.regularizer.weight=0.01"],
+                                   ["model.head.kind=reduction", "model.layers.1.out_features=320", "model.head.tau=0.5"]])
+def test_regularizer_and_reduction_head_train_from_the_config(extra, compose_cfg, tmp_path):
+    base = [*SMALL, "trainer.epochs=5"]
+    train(compose_cfg(base), tmp_path / "plain")
+    train(compose_cfg(base + extra), tmp_path / "changed")
+    read = lambda p: json.loads((p / "metrics.jsonl").read_text().splitlines()[-1])
+    assert read(tmp_path / "changed")["train_loss"] != read(tmp_path / "plain")["train_loss"]
+    assert read(tmp_path / "changed")["test_acc"] > 0.5
+
+
+def test_unknown_regularizer_and_head_are_clear_errors(compose_cfg, tmp_path):
+    for override, words in (("model.regularizer.kind=l3", "regularizer"), ("model.head.kind=vote", "head.kind")):
+        with pytest.raises(DWNError, match=words):
+            train(compose_cfg([*SMALL, override]), tmp_path)

@@ -1,0 +1,56 @@
+"""The learnable-reduction head: shapes, wiring that never crosses classes, and learning."""
+
+import pytest
+import torch
+from sklearn.datasets import load_breast_cancer
+from sklearn.model_selection import train_test_split
+
+import dwn_train as dwn
+from dwn_train.model import count_luts
+
+
+def test_pyramids_per_class_and_their_wiring():
+    head = dwn.ReductionHead(10 * 8, 10, n=2, tau=0.5)
+    assert [layer.output_size for layer in head.levels] == [40, 20, 10]
+    first = head.levels[0].mapping
+    assert torch.equal(first[:, 0] // 8, first[:, 1] // 8)  # both inputs of a LUT in one class group
+    out = head(torch.rand(3, 80))
+    assert out.shape == (3, 10) and set(out.abs().unique().tolist()) == {2.0}
+
+
+def test_binary_task_has_one_pyramid_and_logistic_logits():
+    head = dwn.ReductionHead(16, 2, n=4, tau=1.0)
+    assert [layer.output_size for layer in head.levels] == [4, 1]
+    out = head(torch.rand(5, 16))
+    torch.testing.assert_close(out[:, 0], -out[:, 1])
+    assert set(out[:, 1].abs().tolist()) == {0.5}
+
+
+@pytest.mark.parametrize("width, classes", [(30, 10), (24, 2), (10, 10)])
+def test_widths_that_cannot_reduce_are_clear_errors(width, classes):
+    with pytest.raises(dwn.DWNError, match="reduction"):
+        dwn.ReductionHead(width, classes, n=2)
+
+
+def test_reduction_head_learns_breast_cancer():
+    torch.manual_seed(0)
+    x, y = load_breast_cancer(return_X_y=True)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=0)
+    enc = dwn.DistributiveThermometer(8).fit(x_train)
+    x_train, x_test = enc.binarize(x_train).flatten(1), enc.binarize(x_test).flatten(1)
+    y_train, y_test = torch.from_numpy(y_train), torch.from_numpy(y_test)
+    model = torch.nn.Sequential(dwn.LUTLayer(x_train.shape[1], 64, n=6, mapping="learnable"),
+                                dwn.ReductionHead(64, 2, n=2, tau=0.5))
+    assert count_luts(model) == 64 + 32 + 16 + 8 + 4 + 2 + 1
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(30):
+        model.train()
+        for batch in torch.randperm(len(x_train)).split(32):
+            loss = torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        accuracy = (model(x_test).argmax(-1) == y_test).float().mean().item()
+    assert accuracy > 0.85, accuracy
