@@ -1,4 +1,4 @@
-"""Console scripts: dwn-train and dwn-eval (Hydra apps over conf/train.yaml and conf/eval.yaml).
+"""Console scripts: dwn-train, dwn-eval, dwn-export (Hydra apps over conf/train.yaml, eval.yaml, export.yaml).
 
 A user error (DWNError) prints one sentence on stderr and exits with status 2; so does a config
 that Hydra cannot compose (unknown option, misspelt key, wrong type).
@@ -52,6 +52,13 @@ def _eval_app(cfg):
     return _run("dwn-eval", run_eval, cfg)
 
 
+@hydra.main(version_base="1.3", config_path=_CONF, config_name="export")
+def _export_app(cfg):
+    from .export.run import run_export
+
+    return _run("dwn-export", run_export, cfg)
+
+
 def _entry(app) -> None:
     try:
         app()
@@ -68,3 +75,7 @@ def train_main() -> None:
 
 def eval_main() -> None:
     _entry(_eval_app)
+
+
+def export_main() -> None:
+    _entry(_export_app)

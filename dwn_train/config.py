@@ -136,6 +136,21 @@ class EvalConfig:
     device: str = "auto"
     save_predictions: bool = False
     data_root: Optional[str] = None  # override the stored dataset.root (the data moved)
+    engine: str = "float"  # float (the torch model) | packed (frozen network, 64 samples per word)
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str = MISSING
+    format: str = "verilog"  # verilog | c | json
+    out: Optional[str] = None  # default: <run dir>/export
+    verify: bool = False  # simulate (iverilog) / compile and run (gcc) / reload, and compare with Python
+    registered: bool = False  # verilog: a register stage after every LUT layer
+    input_bits: Optional[int] = None  # null: uint8 for byte data, else 16-bit signed
+    frac_bits: Optional[int] = None  # null: as many as the data's range leaves
+    vectors: int = 256  # test samples used for vectors.hex and verification
+    yosys: bool = True  # verilog: add a yosys LUT-6 count when yosys is installed
+    data_root: Optional[str] = None
 
 
 def register_configs() -> None:
@@ -143,6 +158,7 @@ def register_configs() -> None:
     store = ConfigStore.instance()
     store.store(name="base_train", node=TrainConfig)
     store.store(name="base_eval", node=EvalConfig)
+    store.store(name="base_export", node=ExportConfig)
     for group, node in (("dataset", DatasetConfig), ("encoding", EncodingConfig), ("model", ModelConfig),
                         ("optimizer", OptimizerConfig), ("scheduler", SchedulerConfig),
                         ("trainer", TrainerConfig), ("logger", LoggerConfig)):

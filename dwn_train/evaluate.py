@@ -32,6 +32,18 @@ def per_class(labels: torch.Tensor, preds: torch.Tensor, num_classes: int):
     return confusion, rows
 
 
+def _packed_predictions(model, data, split: str) -> torch.Tensor:
+    """Classes from the frozen network, 64 samples per word, on the split's quantised inputs
+    (identical inputs for byte data such as images)."""
+    from .export.freeze import InputFormat, freeze
+    from .export.packed import predict_packed
+
+    fmt = InputFormat.infer(data.raw["train"][0].flatten(1).numpy())
+    net = freeze(model.eval(), data.encoder.cpu(), fmt)
+    classes, _ = predict_packed(net, fmt.quantise(data.raw[split][0].flatten(1).numpy()))
+    return torch.from_numpy(classes)
+
+
 def run_eval(cfg, run_dir: Path) -> float:
     if cfg.split not in SPLITS:
         raise DWNError(f"split must be one of {', '.join(SPLITS)}; got {cfg.split!r}.")
@@ -48,13 +60,20 @@ def run_eval(cfg, run_dir: Path) -> float:
     model = build_model(train_cfg.model, data.in_features, data.num_classes).to(device)
     model.load_state_dict(payload["model"])
     bits, labels = data.splits[cfg.split]
-    accuracy, loss, preds = evaluate(model, bits, labels, cfg.batch_size)
+    if cfg.engine == "packed":
+        preds, loss = _packed_predictions(model.cpu(), data, cfg.split), None  # no logits: no loss
+        labels = labels.cpu()
+        accuracy = (preds == labels).float().mean().item()
+    elif cfg.engine == "float":
+        accuracy, loss, preds = evaluate(model, bits, labels, cfg.batch_size)
+    else:
+        raise DWNError(f"engine must be float or packed; got {cfg.engine!r}.")
     confusion, rows = per_class(labels.cpu(), preds.cpu(), data.num_classes)
     console.summary_table(f"dwn-eval ({cfg.split} split, epoch {payload['epoch']})",
                           {"checkpoint": str(cfg.checkpoint), "samples": len(labels), "accuracy": accuracy,
                            "loss": loss})
     console.class_table(rows, confusion.tolist())
-    metrics = {"accuracy": accuracy, "loss": loss, "split": cfg.split, "samples": len(labels),
+    metrics = {"accuracy": accuracy, "loss": loss, "split": cfg.split, "engine": cfg.engine, "samples": len(labels),
                "checkpoint": str(cfg.checkpoint), "epoch": payload["epoch"], "per_class": rows,
                "confusion": confusion.tolist()}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))

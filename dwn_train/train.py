@@ -27,12 +27,14 @@ from .regularizers import regularization
 
 @dataclass
 class Prepared:
-    """Encoded splits on the device: name -> (bits uint8 (S, W), labels int64 (S,))."""
+    """Encoded splits on the device: name -> (bits uint8 (S, W), labels int64 (S,)); raw: the
+    same splits' features before encoding, on the CPU."""
     splits: dict
     encoder: nn.Module
     num_classes: int
     feature_shape: tuple
     in_features: int
+    raw: dict
 
 
 def resolve_device(name: str) -> torch.device:
@@ -81,7 +83,7 @@ def prepare_data(cfg, device, encoder_state=None) -> Prepared:
         encoder.fit(x_train)
     splits = {name: (encode(encoder, x, device), y.to(device)) for name, (x, y) in splits_raw.items()}
     return Prepared(splits, encoder, data.num_classes, data.feature_shape,
-                    input_width(data.feature_shape, encoder.num_bits))
+                    input_width(data.feature_shape, encoder.num_bits), splits_raw)
 
 
 @torch.no_grad()

@@ -1,0 +1,52 @@
+"""Hardware cost of a FrozenNetwork: LUTs, comparators, popcount adders, argmax, registers, C bytes."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+from .c import _ctype, table_words
+from .freeze import FrozenNetwork
+from .verilog import class_width, score_width
+
+
+def lut6_equivalents(n: int) -> int:
+    """LUT-6s for one n-input LUT: 1 up to n = 6, else 2^(n-6) LUT-6s and the muxes joining them."""
+    return 1 if n <= 6 else 2 ** (n - 6) + 2 ** (n - 6) - 1
+
+
+def cost_report(net: FrozenNetwork, registered: bool = False) -> dict:
+    rows = {}
+    fmt = net.input
+    comparators = int(((net.thresholds >= fmt.lo) & (net.thresholds < fmt.hi)).sum())
+    rows["encoder comparators"] = f"{comparators} x {fmt.bits}-bit (of {net.thresholds.size} thermometer bits)"
+    total_luts = total_lut6 = 0
+    for k, layer in enumerate(net.layers):
+        count = len(layer.tables)
+        lut6 = count * lut6_equivalents(layer.n)
+        total_luts, total_lut6 = total_luts + count, total_lut6 + lut6
+        rows[f"layer {k + 1}"] = f"{count} LUT-{layer.n} ({lut6} LUT-6 equivalents)"
+    rows["LUTs (LUT-6 equivalents)"] = f"{total_luts} ({total_lut6})"
+    rows["popcount adder trees"] = (f"{net.num_classes} x {net.group}-input -> {score_width(net)} bits "
+                                    f"({net.num_classes * (net.group - 1)} two-input adder nodes)")
+    rows["argmax"] = f"{net.num_classes - 1} x {score_width(net)}-bit comparators -> {class_width(net)} bits"
+    rows["registers"] = sum(len(layer.tables) for layer in net.layers) if registered else 0
+    widest = max(net.num_features * net.num_bits, *(len(l.tables) for l in net.layers))
+    wire_bytes = int(_ctype(0, widest).removeprefix("uint").removesuffix("_t")) // 8  # as the C export types it
+    table_bytes = sum(table_words(l.tables).size * 8 for l in net.layers)
+    wiring_bytes = sum(l.wiring.size * wire_bytes for l in net.layers)
+    rows["C tables (bytes)"] = f"{table_bytes + wiring_bytes + net.thresholds.size * 4} (truth tables {table_bytes}, " \
+                               f"wiring {wiring_bytes}, thresholds {net.thresholds.size * 4})"
+    return rows
+
+
+def yosys_luts(verilog: Path) -> int | None:
+    """LUT count after `synth -lut 6` when yosys is installed, else None."""
+    if shutil.which("yosys") is None:
+        return None
+    script = f"read_verilog {verilog}; synth -top dwn_top -lut 6; stat"
+    out = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True).stdout
+    counts = [int(m) for m in re.findall(r"\$lut\s+(\d+)", out)]
+    return counts[-1] if counts else None

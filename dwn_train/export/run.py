@@ -1,0 +1,104 @@
+"""dwn-export's work: checkpoint -> frozen network -> JSON, C or Verilog files, verified on demand."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from .. import console
+from ..checkpoint import load_checkpoint
+from ..data import load_dataset
+from ..errors import DWNError
+from ..model import build_encoder, build_model
+from . import c as c_export
+from . import verilog as verilog_export
+from .cost import cost_report, yosys_luts
+from .freeze import FrozenNetwork, InputFormat, freeze
+
+FORMATS = ("json", "c", "verilog")
+
+
+def load_trained(checkpoint, data_root=None):
+    """(model in eval mode, encoder, the training config, the raw data) from a checkpoint."""
+    payload = load_checkpoint(checkpoint)
+    cfg = OmegaConf.create(payload["config"])
+    if data_root:
+        cfg.dataset.root = data_root
+    encoder = build_encoder(cfg.encoding)
+    encoder.load_state_dict(payload["encoder"])
+    model = build_model(cfg.model, payload["data"]["in_features"], payload["data"]["num_classes"])
+    model.load_state_dict(payload["model"])
+    return model.eval(), encoder, cfg, load_dataset(cfg.dataset)
+
+
+def float_predictions(model, encoder, net: FrozenNetwork, q: np.ndarray) -> np.ndarray:
+    """The float model's classes on the dequantised inputs (what the frozen network must match)."""
+    x = torch.from_numpy(net.input.dequantise(q))
+    with torch.no_grad():
+        return model(encoder.binarize(x).flatten(1).float()).argmax(-1).numpy()
+
+
+def _verify_c(net, out_dir: Path, q: np.ndarray) -> str:
+    if shutil.which("gcc") is None:
+        raise DWNError("verify=true for format=c needs gcc on the PATH.")
+    binary = out_dir / "dwn_main"
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-o", str(binary),
+                    str(out_dir / "dwn_model.c"), str(out_dir / "dwn_main.c")], check=True)
+    text = "\n".join(" ".join(map(str, row)) for row in q)
+    out = subprocess.run([str(binary)], input=text, capture_output=True, text=True, check=True).stdout
+    got = np.array([[int(v) for v in line.split()] for line in out.splitlines()])
+    classes, scores = net.predict(q), net.scores(q)
+    ok = (got[:, 0] == classes).all() and (got[:, 1] == classes).all() and (got[:, 2:] == scores).all()
+    return f"{'PASS' if ok else 'FAIL'} {len(q)} samples (per-sample and batch functions, classes and scores)"
+
+
+def _verify_verilog(out_dir: Path) -> str:
+    if shutil.which("iverilog") is None:
+        raise DWNError("verify=true for format=verilog needs Icarus Verilog (apt-get install iverilog).")
+    subprocess.run(["iverilog", "-g2001", "-o", "sim", "dwn_tb.v", "dwn_top.v"], cwd=out_dir, check=True)
+    out = subprocess.run(["vvp", "sim"], cwd=out_dir, capture_output=True, text=True, check=True).stdout
+    verdict = [line for line in out.splitlines() if line.startswith(("PASS", "FAIL"))]
+    return verdict[-1] if verdict else "FAIL (no verdict from the testbench)"
+
+
+def run_export(cfg, run_dir: Path) -> str:
+    if cfg.format not in FORMATS:
+        raise DWNError(f"format must be one of {', '.join(FORMATS)}; got {cfg.format!r}.")
+    if cfg.vectors < 1:
+        raise DWNError(f"vectors must be a positive integer; got {cfg.vectors}.")
+    model, encoder, train_cfg, data = load_trained(cfg.checkpoint, cfg.data_root)
+    fmt = InputFormat.infer(data.x_train.flatten(1).numpy(), cfg.input_bits, cfg.frac_bits)
+    net = freeze(model, encoder, fmt)
+    q = fmt.quantise(data.x_test.flatten(1).numpy()[: cfg.vectors])
+    if not (net.predict(q) == float_predictions(model, encoder, net, q)).all():
+        raise RuntimeError("the frozen network disagrees with the float model: please report this bug")
+    out_dir = Path(cfg.out) if cfg.out else run_dir / "export"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    verdict = "not verified (verify=false)"
+    if cfg.format == "json":
+        (out_dir / "frozen.json").write_text(net.to_json())
+        if cfg.verify:
+            again = FrozenNetwork.from_json((out_dir / "frozen.json").read_text())
+            verdict = f"{'PASS' if (again.predict(q) == net.predict(q)).all() else 'FAIL'} {len(q)} samples"
+    elif cfg.format == "c":
+        c_export.write(net, out_dir)
+        if cfg.verify:
+            verdict = _verify_c(net, out_dir, q)
+    else:
+        verilog_export.write(net, out_dir, q, registered=cfg.registered)
+        if cfg.verify:
+            verdict = _verify_verilog(out_dir)
+    report = cost_report(net, registered=cfg.registered)
+    if cfg.format == "verilog" and cfg.yosys:
+        report["yosys synth -lut 6"] = yosys_luts(out_dir / "dwn_top.v") or "yosys not installed"
+    report = {"files": str(out_dir), "input": f"{fmt.bits}-bit {'signed' if fmt.signed else 'unsigned'}, "
+                                              f"{fmt.frac_bits} fraction bits", **report, "verify": verdict}
+    console.summary_table(f"dwn-export format={cfg.format}", report)
+    if verdict.startswith("FAIL"):
+        raise RuntimeError(f"export verification failed: {verdict}")
+    return verdict

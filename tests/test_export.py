@@ -1,0 +1,140 @@
+"""Freezing and exporting: the frozen network, the packed engine, C and Verilog all agree with the
+float model, bit for bit, on the same quantised inputs."""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import dwn_train as dwn
+from dwn_train.evaluate import run_eval
+from dwn_train.export.freeze import FrozenLayer, FrozenNetwork, InputFormat, freeze
+from dwn_train.export.packed import pack, predict_packed, unpack
+from dwn_train.export.run import float_predictions, load_trained, run_export
+from dwn_train.train import train
+from conftest import SMALL
+
+TINY = [*SMALL, "model.layers.0.out_features=120", "model.layers.1.out_features=60", "trainer.epochs=3"]
+
+
+@pytest.fixture(scope="module")
+def digits_checkpoint(tmp_path_factory):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from dwn_train.config import register_configs
+    from dwn_train.resources import conf_dir
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=TINY)
+    GlobalHydra.instance().clear()
+    run = tmp_path_factory.mktemp("digits")
+    train(cfg, run)
+    return run / "checkpoints" / "last.pt"
+
+
+def _export_cfg(checkpoint, out, **kwargs):
+    base = dict(checkpoint=str(checkpoint), format="json", out=str(out), verify=True, registered=False,
+                input_bits=None, frac_bits=None, vectors=120, yosys=False, data_root=None)
+    return OmegaConf.create({**base, **kwargs})
+
+
+def test_frozen_network_equals_float_model_on_bytes(digits_checkpoint):
+    model, encoder, _, data = load_trained(digits_checkpoint)
+    fmt = InputFormat.infer(data.x_train.numpy())
+    assert (fmt.bits, fmt.frac_bits, fmt.signed) == (8, 0, False)  # digits are whole numbers 0..16
+    net = freeze(model, encoder, fmt)
+    q = fmt.quantise(data.x_test.numpy())
+    assert np.array_equal(q, data.x_test.numpy())  # no rounding for byte data
+    assert np.array_equal(net.predict(q), float_predictions(model, encoder, net, q))
+    again = FrozenNetwork.from_json(net.to_json())
+    assert np.array_equal(again.scores(q), net.scores(q))
+
+
+def test_frozen_network_equals_float_model_on_signed_fixed_point():
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(400, 6)) * [1, 5, 0.1, 20, 1, 1]
+    encoder = dwn.GaussianThermometer(5).fit(x)
+    model = torch.nn.Sequential(dwn.LUTLayer(30, 40, n=4), dwn.LUTLayer(40, 21, n=3), dwn.GroupSum(3)).eval()
+    fmt = InputFormat.infer(x)
+    assert fmt.signed and fmt.bits == 16
+    net = freeze(model, encoder, fmt)
+    q = fmt.quantise(x)
+    assert np.abs(fmt.dequantise(q) - x).max() <= 2.0 ** -(fmt.frac_bits + 1)  # round to nearest
+    assert np.array_equal(net.predict(q), float_predictions(model, encoder, net, q))
+    classes, scores = predict_packed(net, q, chunk=100)
+    assert np.array_equal(scores, net.scores(q)) and np.array_equal(classes, net.predict(q))
+
+
+def test_pack_round_trip_with_a_partial_word():
+    bits = (np.random.default_rng(1).random((130, 7)) > 0.5).astype(np.uint8)
+    words = pack(bits)
+    assert words.shape == (7, 3) and words.dtype == np.uint64
+    assert np.array_equal(unpack(words, 130), bits)
+
+
+def _constant_network(bit: int) -> FrozenNetwork:
+    """Every LUT outputs `bit`: all class scores tie, so the answer must be class 0."""
+    layer = FrozenLayer(np.zeros((6, 2), dtype=np.int64), np.full((6, 4), bit, dtype=np.uint8))
+    return FrozenNetwork(InputFormat(8, 0, False), 2, np.array([[10], [200]]), [layer], 3)
+
+
+@pytest.mark.parametrize("bit", [0, 1])
+def test_ties_go_to_the_lowest_class_everywhere(bit, tmp_path):
+    net = _constant_network(bit)
+    q = np.random.default_rng(2).integers(0, 256, size=(70, 2))
+    assert (net.predict(q) == 0).all() and (predict_packed(net, q)[0] == 0).all()
+    if shutil.which("gcc"):
+        from dwn_train.export import c as c_export
+        from dwn_train.export.run import _verify_c
+
+        c_export.write(net, tmp_path)
+        assert _verify_c(net, tmp_path, q).startswith("PASS")
+
+
+def test_c_export_compiles_strictly_and_matches(digits_checkpoint, tmp_path):
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    verdict = run_export(_export_cfg(digits_checkpoint, tmp_path, format="c"), tmp_path)
+    assert verdict.startswith("PASS 120 samples")
+    assert "malloc" not in (tmp_path / "dwn_model.c").read_text()
+
+
+@pytest.mark.parametrize("registered", [False, True])
+def test_verilog_export_simulates_and_matches(registered, digits_checkpoint, tmp_path):
+    if shutil.which("iverilog") is None:
+        pytest.skip("iverilog is not installed")
+    verdict = run_export(_export_cfg(digits_checkpoint, tmp_path, format="verilog", registered=registered, vectors=40),
+                         tmp_path)
+    assert verdict == "PASS 40 vectors"
+    assert ("posedge clk" in (tmp_path / "dwn_top.v").read_text()) == registered
+    # the testbench really compares: a wrong expected class fails it
+    lines = (tmp_path / "vectors.hex").read_text().splitlines()
+    lines[3] = lines[3][:-1] + ("0" if lines[3][-1] != "0" else "1")
+    (tmp_path / "vectors.hex").write_text("\n".join(lines) + "\n")
+    out = subprocess.run(["vvp", "sim"], cwd=tmp_path, capture_output=True, text=True).stdout
+    assert "FAIL 1 of 40 vectors" in out
+
+
+def test_packed_eval_engine_equals_float_eval(digits_checkpoint, tmp_path):
+    cfg = dict(checkpoint=str(digits_checkpoint), split="test", batch_size=4096, device="cpu", save_predictions=True,
+               data_root=None)
+    float_acc = run_eval(OmegaConf.create({**cfg, "engine": "float"}), tmp_path)
+    float_preds = (tmp_path / "predictions.csv").read_text()
+    packed_acc = run_eval(OmegaConf.create({**cfg, "engine": "packed"}), tmp_path)
+    assert packed_acc == float_acc and (tmp_path / "predictions.csv").read_text() == float_preds
+
+
+def test_dwn_export_console_script(digits_checkpoint, tmp_path):
+    result = subprocess.run(["dwn-export", f"checkpoint={digits_checkpoint}", "format=json", "verify=true",
+                             f"out={tmp_path}/frozen", f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert FrozenNetwork.from_json((tmp_path / "frozen" / "frozen.json").read_text()).num_classes == 10
+    bad = subprocess.run(["dwn-export", f"checkpoint={digits_checkpoint}", "format=vhdl",
+                          f"hydra.run.dir={tmp_path}/run2"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "format must be one of" in bad.stderr
