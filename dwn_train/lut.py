@@ -134,7 +134,7 @@ class LUTFunction(torch.autograd.Function):
     def forward(ctx, x, luts, weights, mapping, layer):
         num, size = luts.shape
         if weights is not None:
-            mapping = weights.max(dim=0).indices.view(num, -1)  # first maximum, like argmax
+            mapping = layer.mapping.indices().view(num, -1)  # argmax(weights, 0), cached per version
         addr = lut_addresses(x, mapping)
         values = luts.reshape(-1).take(_flat_index(addr, size))  # (N, B)
         ctx.save_for_backward(x, luts, weights, mapping, addr)

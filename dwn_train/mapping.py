@@ -54,8 +54,7 @@ class LearnableMappingFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weights, module):
-        # max(dim=0).indices is the argmax (first maximum) and several times faster on the CPU
-        index = weights.max(dim=0).indices
+        index = module.indices()
         ctx.save_for_backward(x, weights)
         ctx.module = module
         return x.index_select(1, index)
@@ -85,11 +84,23 @@ class LearnableMapping(nn.Module):
             raise DWNError(f"LearnableMapping tau must be > 0; got {tau!r}.")
         self.input_size, self.output_size, self.tau = input_size, output_size, float(tau)
         self._weight_grad: torch.Tensor | None = None  # see _grad_buffer
+        self._index_cache = None  # see indices
         self.weights = nn.Parameter(torch.rand(input_size, output_size))
 
     def indices(self) -> torch.Tensor:
-        """The current wiring: output o reads input indices()[o]; shape (O,)."""
-        return self.weights.detach().max(dim=0).indices
+        """The current wiring: output o reads input indices()[o]; shape (O,).
+
+        The argmax over the (large) weights is cached until the weights change: torch bumps a
+        tensor's version on every in-place update (optimizer steps, load_state_dict), so
+        evaluation computes it once instead of once per batch. (Edits through `.data` bypass
+        the version counter; use in-place ops under torch.no_grad() instead.)
+        """
+        w = self.weights
+        key = (w._version, w.data_ptr(), w.device, w.shape)
+        if self._index_cache is None or self._index_cache[0] != key:
+            # max(dim=0).indices is the argmax (first maximum) and several times faster on the CPU
+            self._index_cache = (key, w.detach().max(dim=0).indices)
+        return self._index_cache[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.input_size, "LearnableMapping")

@@ -37,3 +37,21 @@ def test_learnable_mapping_forward_and_gradients():
     np.testing.assert_allclose(x.grad.numpy(), grad.double().numpy() @ soft.T, rtol=1e-5, atol=1e-6)
     with pytest.raises(dwn.DWNError, match="tau"):
         dwn.LearnableMapping(5, 8, tau=0)
+
+
+def test_cached_wiring_follows_every_weight_update():
+    torch.manual_seed(1)
+    layer = dwn.LUTLayer(6, 4, n=2, mapping="learnable")
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.5)
+    seen = []
+    for _ in range(5):
+        layer(torch.randn(8, 6)).sum().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        assert torch.equal(layer.wiring().view(-1), layer.mapping.weights.argmax(0))
+        seen.append(layer.wiring().clone())
+    assert any(not torch.equal(seen[0], s) for s in seen[1:])  # the wiring did move
+    other = dwn.LUTLayer(6, 4, n=2, mapping="learnable")
+    other.wiring()
+    other.load_state_dict(layer.state_dict())
+    assert torch.equal(other.wiring(), layer.wiring())

@@ -1,7 +1,7 @@
 """C99 export of a FrozenNetwork: one .h/.c pair, no dynamic allocation.
 
 dwn_predict(x, scores) classifies one sample (LUTs as packed bit tables, for microcontrollers);
-dwn_predict_batch(x, count, classes) classifies 64 samples per machine word (bit-sliced
+dwn_predict_batch(x, count, classes) classifies 64 samples per machine word, 512 per block (bit-sliced
 multiplexer trees, as dwn_train/export/packed.py). Both follow the contract in freeze.py.
 """
 
@@ -66,7 +66,8 @@ typedef {input_t} dwn_input_t;
 /* One sample: x[DWN_NUM_FEATURES] in, scores[DWN_NUM_CLASSES] out (may be NULL); returns the class. */
 int dwn_predict(const dwn_input_t *x, int32_t *scores);
 
-/* count samples, row-major x[count][DWN_NUM_FEATURES]; classes[count] out. 64 samples per word. */
+/* count samples, row-major x[count][DWN_NUM_FEATURES]; classes[count] out. 64 samples per word,
+ * 512 per block; uses static buffers (not reentrant). */
 void dwn_predict_batch(const dwn_input_t *x, long count, int32_t *classes);
 
 #endif
@@ -88,6 +89,7 @@ void dwn_predict_batch(const dwn_input_t *x, long count, int32_t *classes);
 #define DWN_MAX_N {max_n}
 #define DWN_GROUP {net.group}
 #define DWN_LAST_WIDTH {widths[-1]}
+#define DWN_SCORE_BITS {max(1, net.group.bit_length())}
 
 typedef {wire_t} dwn_wire_t;
 typedef struct {{
@@ -162,68 +164,120 @@ int dwn_predict(const dwn_input_t *x, int32_t *scores)
     return dwn_argmax(scores);
 }}
 
-static uint64_t dwn_wide_a[DWN_MAX_WORDS * 64], dwn_wide_b[DWN_MAX_WORDS * 64];
-static uint64_t dwn_mux[(size_t)1 << DWN_MAX_N];
+/* Batch evaluation: a signal is DWN_LANES 64-bit words, one bit per sample (512 samples per block);
+ * each LUT is its multiplexer tree, written lane-wise so compilers vectorise it. */
+#define DWN_LANES 8
+#define DWN_BLOCK (64 * DWN_LANES)
+typedef struct {{
+    uint64_t w[DWN_LANES];
+}} dwn_vec;
+static dwn_vec dwn_wide_a[DWN_MAX_WORDS * 64], dwn_wide_b[DWN_MAX_WORDS * 64];
+static dwn_vec dwn_mux[(size_t)1 << DWN_MAX_N];
+static int32_t dwn_counts[DWN_BLOCK][DWN_NUM_CLASSES];
+static int32_t dwn_column[DWN_BLOCK];
+static uint8_t dwn_bytes[DWN_BLOCK];
 
-/* One 64-sample block: m <= 64 samples starting at x. */
+/* 64 bytes of 0/1 -> one word, byte s at bit s. Multiplying 8 such bytes by 0x0102040810204080
+ * gathers them, in order, into the top byte (no carries reach it). */
+static uint64_t dwn_pack64(const uint8_t *bytes)
+{{
+    uint64_t word = 0;
+    int k, i;
+    for (k = 0; k < 8; k++) {{
+        uint64_t chunk = 0;
+        for (i = 0; i < 8; i++) {{
+            chunk |= (uint64_t)bytes[8 * k + i] << (8 * i);
+        }}
+        word |= ((chunk * (uint64_t)0x0102040810204080u) >> 56) << (8 * k);
+    }}
+    return word;
+}}
+
+static void dwn_lut_batch(const dwn_layer *layer, int j, const dwn_vec *in, dwn_vec *out)
+{{
+    const uint64_t *table = layer->tables + (long)j * layer->table_words;
+    const dwn_wire_t *wires = layer->wiring + (long)j * layer->n;
+    long t, half, size = 1L << layer->n;
+    int l, b;
+    for (t = 0; t < size; t++) {{
+        uint64_t entry = (uint64_t)0 - ((table[t >> 6] >> (t & 63)) & 1u);
+        for (b = 0; b < DWN_LANES; b++) {{
+            dwn_mux[t].w[b] = entry;
+        }}
+    }}
+    for (l = 0, half = size >> 1; l < layer->n; l++, half >>= 1) {{
+        const dwn_vec *bit = &in[wires[l]];
+        for (t = 0; t < half; t++) {{
+            for (b = 0; b < DWN_LANES; b++) {{
+                dwn_mux[t].w[b] = (dwn_mux[2 * t + 1].w[b] & bit->w[b]) | (dwn_mux[2 * t].w[b] & ~bit->w[b]);
+            }}
+        }}
+    }}
+    *out = dwn_mux[0];
+}}
+
+/* One block: m <= DWN_BLOCK samples starting at x. */
 static void dwn_block(const dwn_input_t *x, int m, int32_t *classes)
 {{
-    uint64_t *in = dwn_wide_a, *out = dwn_wide_b, *swap;
-    int32_t counts[64][DWN_NUM_CLASSES];
-    int f, i, k, j, l, s;
-    long t, half;
+    dwn_vec *in = dwn_wide_a, *out = dwn_wide_b, *swap;
+    int f, i, k, j, s, b;
     for (f = 0; f < DWN_NUM_FEATURES; f++) {{
+        for (s = 0; s < DWN_BLOCK; s++) {{  /* this feature for the whole block, padded with the first */
+            dwn_column[s] = (int32_t)x[(long)(s < m ? s : 0) * DWN_NUM_FEATURES + f];
+        }}
         for (i = 0; i < DWN_NUM_BITS; i++) {{
             int32_t threshold = dwn_thresholds[f * DWN_NUM_BITS + i];
-            uint64_t word = 0;
-            for (s = 0; s < m; s++) {{
-                word |= (uint64_t)((int32_t)x[(long)s * DWN_NUM_FEATURES + f] > threshold) << s;
+            for (s = 0; s < DWN_BLOCK; s++) {{
+                dwn_bytes[s] = (uint8_t)(dwn_column[s] > threshold);
             }}
-            in[f * DWN_NUM_BITS + i] = word;
+            for (b = 0; b < DWN_LANES; b++) {{
+                in[f * DWN_NUM_BITS + i].w[b] = dwn_pack64(dwn_bytes + 64 * b);
+            }}
         }}
     }}
     for (k = 0; k < DWN_NUM_LAYERS; k++) {{
-        const dwn_layer *layer = &dwn_layers[k];
-        long size = 1L << layer->n;
-        for (j = 0; j < layer->count; j++) {{
-            const uint64_t *table = layer->tables + (long)j * layer->table_words;
-            const dwn_wire_t *wires = layer->wiring + (long)j * layer->n;
-            for (t = 0; t < size; t++) {{
-                dwn_mux[t] = (uint64_t)0 - ((table[t >> 6] >> (t & 63)) & 1u);
-            }}
-            for (l = 0, half = size >> 1; l < layer->n; l++, half >>= 1) {{
-                uint64_t bit = in[wires[l]];
-                for (t = 0; t < half; t++) {{
-                    dwn_mux[t] = (dwn_mux[2 * t + 1] & bit) | (dwn_mux[2 * t] & ~bit);
-                }}
-            }}
-            out[j] = dwn_mux[0];
+        for (j = 0; j < dwn_layers[k].count; j++) {{
+            dwn_lut_batch(&dwn_layers[k], j, in, &out[j]);
         }}
         swap = in;
         in = out;
         out = swap;
     }}
-    for (s = 0; s < m; s++) {{
-        for (j = 0; j < DWN_NUM_CLASSES; j++) {{
-            counts[s][j] = 0;
+    for (j = 0; j < DWN_NUM_CLASSES; j++) {{  /* bit-sliced counters: plane p holds bit p of the counts */
+        dwn_vec planes[DWN_SCORE_BITS];
+        int p, end = (j + 1) * DWN_GROUP < DWN_LAST_WIDTH ? (j + 1) * DWN_GROUP : DWN_LAST_WIDTH;
+        for (p = 0; p < DWN_SCORE_BITS; p++) {{
+            for (b = 0; b < DWN_LANES; b++) {{
+                planes[p].w[b] = 0;
+            }}
         }}
-    }}
-    for (j = 0; j < DWN_LAST_WIDTH; j++) {{
-        uint64_t word = in[j];
+        for (k = j * DWN_GROUP; k < end; k++) {{
+            for (b = 0; b < DWN_LANES; b++) {{
+                uint64_t carry = in[k].w[b];
+                for (p = 0; p < DWN_SCORE_BITS; p++) {{
+                    uint64_t next = planes[p].w[b] & carry;
+                    planes[p].w[b] ^= carry;
+                    carry = next;
+                }}
+            }}
+        }}
         for (s = 0; s < m; s++) {{
-            counts[s][j / DWN_GROUP] += (int32_t)((word >> s) & 1u);
+            int32_t count = 0;
+            for (p = 0; p < DWN_SCORE_BITS; p++) {{
+                count |= (int32_t)((planes[p].w[s >> 6] >> (s & 63)) & 1u) << p;
+            }}
+            dwn_counts[s][j] = count;
         }}
     }}
     for (s = 0; s < m; s++) {{
-        classes[s] = dwn_argmax(counts[s]);
+        classes[s] = dwn_argmax(dwn_counts[s]);
     }}
 }}
-
 void dwn_predict_batch(const dwn_input_t *x, long count, int32_t *classes)
 {{
     long start;
-    for (start = 0; start < count; start += 64) {{
-        int m = count - start < 64 ? (int)(count - start) : 64;
+    for (start = 0; start < count; start += DWN_BLOCK) {{
+        int m = count - start < DWN_BLOCK ? (int)(count - start) : DWN_BLOCK;
         dwn_block(x + start * DWN_NUM_FEATURES, m, classes + start);
     }}
 }}
