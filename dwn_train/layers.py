@@ -32,6 +32,9 @@ class LUTLayer(nn.Module):
         clamp_luts: clamp the tables to [-1, 1] before each training forward.
         lm_tau: softmax temperature of the learnable mapping.
         efd: derivative estimate, 'exponential' (torch-dwn's), 'paper' (1/(H+1)) or 'fd'.
+    Attributes to set after construction: `backend` ('auto': the CUDA kernels for CUDA tensors
+    when CuPy works, else torch; 'cuda'; 'torch') and `deterministic` (CUDA kernels without float
+    atomics, bit-identical run to run).
     The address bit order and EFD formulas are documented in dwn_train/lut.py.
     """
 
@@ -49,6 +52,7 @@ class LUTLayer(nn.Module):
         self.beta = 0.25 / 0.75 if beta is None else float(beta)
         self.ste, self.clamp_luts, self.lm_tau, self.efd = bool(ste), bool(clamp_luts), lm_tau, efd
         self._terms = efd_terms(efd, n, self.alpha, self.beta)
+        self.backend, self.deterministic = "auto", False
         self.luts = nn.Parameter(torch.rand(output_size, 2**n) * 2 - 1)
         if isinstance(mapping, str) and mapping == "learnable":
             self.mapping = LearnableMapping(input_size, output_size * n, tau=lm_tau)

@@ -134,16 +134,25 @@ class LUTFunction(torch.autograd.Function):
     def forward(ctx, x, luts, weights, mapping, layer):
         num, size = luts.shape
         if weights is not None:
-            mapping = layer.mapping.indices().view(num, -1)  # argmax(weights, 0), cached per version
+            mapping = layer.mapping.indices().view(num, -1)  # argmax(weights, dim=0)
+        ctx.layer = layer
+        ctx.kernels = use_kernels(layer, x, size.bit_length() - 1)
+        if ctx.kernels:
+            from . import cuda_lut
+
+            out, addr = cuda_lut.forward(x, luts, mapping, layer.ste)
+            ctx.save_for_backward(x, luts, weights, mapping, addr)
+            return out
         addr = lut_addresses(x, mapping)
         values = luts.reshape(-1).take(_flat_index(addr, size))  # (N, B)
         ctx.save_for_backward(x, luts, weights, mapping, addr)
-        ctx.layer = layer
         out = (values > 0).to(values.dtype) if layer.ste else values
         return out.t()
 
     @staticmethod
     def backward(ctx, grad):
+        if ctx.kernels:
+            return _backward_kernels(ctx, grad)
         x, luts, weights, mapping, addr = ctx.saved_tensors
         layer = ctx.layer
         num, size = luts.shape
@@ -167,6 +176,51 @@ class LUTFunction(torch.autograd.Function):
                 grad_x.index_add_(0, mapping.t().reshape(-1), wires.view(-1, x.shape[0]))
                 grad_x = grad_x.t()
         return grad_x, grad_luts, grad_w, None, None
+
+
+def use_kernels(layer, x: torch.Tensor, n: int) -> bool:
+    """Whether this call runs on the CUDA kernels: backend 'auto' uses them for CUDA tensors when
+    CuPy works and n fits; 'cuda' insists (a clear error otherwise); 'torch' never does."""
+    backend = getattr(layer, "backend", "torch")
+    if backend == "torch":
+        return False
+    from . import kernels
+
+    problem = None
+    if not x.is_cuda:
+        problem = "the inputs are not CUDA tensors"
+    elif n > kernels.MAX_KERNEL_N:
+        problem = f"n={n} exceeds the kernels' limit of {kernels.MAX_KERNEL_N}"
+    elif not kernels.available():
+        problem = "CuPy is not installed (pip install 'dwn-train[cuda]')"
+    if problem and backend == "cuda":
+        raise DWNError(f"backend='cuda' cannot run: {problem}; use backend='auto' or 'torch'.")
+    return problem is None
+
+
+def _backward_kernels(ctx, grad):
+    from . import cuda_lut
+
+    x, luts, weights, mapping, addr = ctx.saved_tensors
+    layer = ctx.layer
+    num, size = luts.shape
+    n = size.bit_length() - 1
+    grad = grad.contiguous()
+    grad_x = grad_luts = grad_w = None
+    if ctx.needs_input_grad[1]:
+        grad_luts = cuda_lut.lut_gradient(grad, addr, num, n, layer.deterministic)
+    need_x, need_w = ctx.needs_input_grad[0], weights is not None and ctx.needs_input_grad[2]
+    if need_x or need_w:
+        table = cuda_lut.derivative_table(luts.detach(), layer.efd, layer.alpha, layer.beta)
+        wires = cuda_lut.wire_gradients(grad, addr, table)  # (B, N * n)
+        if weights is not None:
+            from .mapping import mapping_backward
+
+            grad_x, grad_w = mapping_backward(x, weights, layer.mapping, wires, need_x, need_w)
+        else:
+            offsets, order = cuda_lut.inverse_mapping(mapping, x.shape[1])
+            grad_x = cuda_lut.gather_wires(wires, offsets, order, x.shape[1])
+    return grad_x, grad_luts, grad_w, None, None
 
 
 def _wire_gradients(luts, terms, flat, grad_t) -> torch.Tensor:

@@ -10,6 +10,7 @@ reads input argmax_i W[i, o]. Its backward (as in torch-dwn) is
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -84,23 +85,16 @@ class LearnableMapping(nn.Module):
             raise DWNError(f"LearnableMapping tau must be > 0; got {tau!r}.")
         self.input_size, self.output_size, self.tau = input_size, output_size, float(tau)
         self._weight_grad: torch.Tensor | None = None  # see _grad_buffer
-        self._index_cache = None  # see indices
+        self._cached_index = None  # set by cached_wiring
         self.weights = nn.Parameter(torch.rand(input_size, output_size))
 
     def indices(self) -> torch.Tensor:
-        """The current wiring: output o reads input indices()[o]; shape (O,).
-
-        The argmax over the (large) weights is cached until the weights change: torch bumps a
-        tensor's version on every in-place update (optimizer steps, load_state_dict), so
-        evaluation computes it once instead of once per batch. (Edits through `.data` bypass
-        the version counter; use in-place ops under torch.no_grad() instead.)
-        """
-        w = self.weights
-        key = (w._version, w.data_ptr(), w.device, w.shape)
-        if self._index_cache is None or self._index_cache[0] != key:
-            # max(dim=0).indices is the argmax (first maximum) and several times faster on the CPU
-            self._index_cache = (key, w.detach().max(dim=0).indices)
-        return self._index_cache[1]
+        """The current wiring: output o reads input indices()[o]; shape (O,). Inside
+        `cached_wiring(model)` it is computed once for the whole block."""
+        if self._cached_index is not None:
+            return self._cached_index
+        # max(dim=0).indices is the argmax (first maximum) and several times faster on the CPU
+        return self.weights.detach().max(dim=0).indices
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.input_size, "LearnableMapping")
@@ -126,6 +120,22 @@ class LearnableMapping(nn.Module):
 
     def extra_repr(self) -> str:
         return f"input_size={self.input_size}, output_size={self.output_size}, tau={self.tau}"
+
+
+@contextmanager
+def cached_wiring(model: nn.Module):
+    """Within this block every learnable mapping in `model` computes its argmax once instead of
+    once per forward: use it for evaluation, where the weights do not change. (A cache keyed on
+    the weights' version is not safe: fused optimizers update them without bumping it.)"""
+    mappings = [m for m in model.modules() if isinstance(m, LearnableMapping)]
+    for m in mappings:
+        m._cached_index = None
+        m._cached_index = m.indices()
+    try:
+        yield model
+    finally:
+        for m in mappings:
+            m._cached_index = None
 
 
 def _check_positive(name: str, value) -> None:

@@ -19,6 +19,8 @@ from . import console
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import load_dataset
 from .errors import DWNError
+from .layers import LUTLayer
+from .mapping import cached_wiring
 from .metrics import MetricsLog
 from .model import build_encoder, build_model, input_width
 from .optim import build_optimizer, build_scheduler
@@ -47,11 +49,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _check_backend(name: str) -> None:
+def _set_backend(model, name: str, device) -> None:
+    """Choose the LUT implementation of every layer (see LUTLayer.backend)."""
     if name not in ("auto", "torch", "cuda"):
         raise DWNError(f"trainer.backend must be auto, torch or cuda; got {name!r}.")
     if name == "cuda":
-        raise DWNError("trainer.backend=cuda (the CuPy kernels) is not available in this version; use auto or torch.")
+        from . import kernels
+
+        if device.type != "cuda" or not kernels.available():
+            raise DWNError("trainer.backend=cuda needs trainer.device=cuda and CuPy "
+                           "(pip install 'dwn-train[cuda]'); use backend=auto or torch.")
+    for module in model.modules():
+        if isinstance(module, LUTLayer):
+            module.backend = name
 
 
 def encode(encoder, x: torch.Tensor, device, chunk: int = 8192) -> torch.Tensor:
@@ -91,10 +101,11 @@ def evaluate(model, bits, labels, batch_size: int):
     """(accuracy, mean cross-entropy, predictions) over a whole split."""
     model.eval()
     preds, loss = [], 0.0
-    for start in range(0, len(bits), batch_size):
-        logits = model(bits[start:start + batch_size].float())
-        loss += nn.functional.cross_entropy(logits, labels[start:start + batch_size], reduction="sum").item()
-        preds.append(logits.argmax(-1))
+    with cached_wiring(model):  # the weights do not change here: one argmax for all batches
+        for start in range(0, len(bits), batch_size):
+            logits = model(bits[start:start + batch_size].float())
+            loss += nn.functional.cross_entropy(logits, labels[start:start + batch_size], reduction="sum").item()
+            preds.append(logits.argmax(-1))
     preds = torch.cat(preds)
     return (preds == labels).float().mean().item(), loss / len(labels), preds
 
@@ -127,7 +138,6 @@ def train(cfg, run_dir: Path) -> float:
     t = cfg.trainer
     run_dir.mkdir(parents=True, exist_ok=True)
     _check_trainer(t)
-    _check_backend(t.backend)
     if t.threads:
         torch.set_num_threads(t.threads)
     device = resolve_device(t.device)
@@ -137,6 +147,7 @@ def train(cfg, run_dir: Path) -> float:
     torch.manual_seed(t.seed)
     data = prepare_data(cfg, device, encoder_state=state["encoder"] if state else None)
     model = build_model(cfg.model, data.in_features, data.num_classes).to(device)
+    _set_backend(model, t.backend, device)
     optimizer = build_optimizer(cfg.optimizer, model)
     scheduler = build_scheduler(cfg.scheduler, optimizer, t.epochs)
     monitor = _monitor(cfg, "val" in data.splits)

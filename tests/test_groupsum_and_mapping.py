@@ -39,10 +39,11 @@ def test_learnable_mapping_forward_and_gradients():
         dwn.LearnableMapping(5, 8, tau=0)
 
 
-def test_cached_wiring_follows_every_weight_update():
+@pytest.mark.parametrize("fused", [False, True])
+def test_wiring_follows_every_weight_update(fused):
     torch.manual_seed(1)
     layer = dwn.LUTLayer(6, 4, n=2, mapping="learnable")
-    optimizer = torch.optim.Adam(layer.parameters(), lr=0.5)
+    optimizer = torch.optim.Adam(layer.parameters(), lr=0.5, fused=fused)  # fused: no version bump
     seen = []
     for _ in range(5):
         layer(torch.randn(8, 6)).sum().backward()
@@ -55,3 +56,15 @@ def test_cached_wiring_follows_every_weight_update():
     other.wiring()
     other.load_state_dict(layer.state_dict())
     assert torch.equal(other.wiring(), layer.wiring())
+
+
+def test_cached_wiring_holds_inside_the_block_only():
+    from dwn_train.mapping import cached_wiring
+
+    layer = dwn.LUTLayer(6, 4, n=2, mapping="learnable")
+    with cached_wiring(layer):
+        before = layer.wiring().clone()
+        with torch.no_grad():
+            layer.mapping.weights.mul_(-1)  # a change the block promises not to make
+        assert torch.equal(layer.wiring(), before)
+    assert torch.equal(layer.wiring().view(-1), layer.mapping.weights.argmax(0))
