@@ -53,13 +53,21 @@ def wire_gradients(grad, addr, table):
     return wires
 
 
-def inverse_mapping(mapping, inputs: int):
-    """CSR of the wires that read each input: (offsets (I+1), order (W)) int64, wires ascending."""
+def inverse_mapping(layer, mapping, inputs: int):
+    """CSR of the wires that read each input: (offsets (I+1), order (W)) int64, wires ascending.
+
+    Cached on the layer until its mapping changes (bincount synchronises, which a CUDA graph
+    capture forbids, so it must not run on every step)."""
+    key = (mapping.data_ptr(), mapping._version, inputs)
+    cached = getattr(layer, "_inverse_mapping", None)
+    if cached is not None and cached[0] == key:
+        return cached[1]
     flat = mapping.reshape(-1)
     order = torch.sort(flat, stable=True).indices
     counts = torch.bincount(flat, minlength=inputs)
     offsets = torch.zeros(inputs + 1, dtype=torch.int64, device=mapping.device)
     offsets[1:] = torch.cumsum(counts, 0)
+    layer._inverse_mapping = (key, (offsets, order))
     return offsets, order
 
 

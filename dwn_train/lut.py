@@ -218,7 +218,7 @@ def _backward_kernels(ctx, grad):
 
             grad_x, grad_w = mapping_backward(x, weights, layer.mapping, wires, need_x, need_w)
         else:
-            offsets, order = cuda_lut.inverse_mapping(mapping, x.shape[1])
+            offsets, order = cuda_lut.inverse_mapping(layer, mapping, x.shape[1])
             grad_x = cuda_lut.gather_wires(wires, offsets, order, x.shape[1])
     return grad_x, grad_luts, grad_w, None, None
 
