@@ -6,6 +6,7 @@ that Hydra cannot compose (unknown option, misspelt key, wrong type).
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def _train_app(cfg):
     from . import console
     from .train import train
 
-    console.print_config(cfg)
+    if _rank() == 0:
+        console.print_config(cfg)
     return _run("dwn-train", train, cfg)
 
 
@@ -59,7 +61,25 @@ def _export_app(cfg):
     return _run("dwn-export", run_export, cfg)
 
 
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _distributed_argv() -> None:
+    """Under torchrun every rank runs this program: all must share one run folder, and only
+    rank 0 may write Hydra's files and logs."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    if not any(arg.startswith("hydra.run.dir=") for arg in sys.argv[1:]):
+        print("dwn-train: error: under torchrun pass hydra.run.dir=DIR so that all ranks share one run folder.",
+              file=sys.stderr)
+        sys.exit(2)
+    if _rank() > 0:
+        sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+
+
 def _entry(app) -> None:
+    _distributed_argv()
     try:
         app()
     except SystemExit as exc:
@@ -79,3 +99,7 @@ def eval_main() -> None:
 
 def export_main() -> None:
     _entry(_export_app)
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node=N -m dwn_train.cli trainer.strategy=ddp ...
+    train_main()

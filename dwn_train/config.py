@@ -104,6 +104,7 @@ class TrainerConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     backend: str = "auto"  # auto | torch | cuda
+    strategy: str = "single"  # single | ddp (launched by torchrun)
     eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
     val_fraction: float = 0.0  # share of the training split held out for model selection
     threads: Optional[int] = None  # torch CPU threads; None keeps torch's default

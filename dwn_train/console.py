@@ -38,9 +38,9 @@ def print_config(cfg) -> None:
 
 
 @contextmanager
-def epoch_progress(epoch: int, epochs: int, batches: int):
+def epoch_progress(epoch: int, epochs: int, batches: int, enabled: bool = True):
     """Yields update(done, loss, acc, samples_per_s); a live bar on a terminal, silent otherwise."""
-    if not interactive():
+    if not (enabled and interactive()):
         yield lambda *args: None
         return
     columns = (TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),

@@ -18,11 +18,12 @@ class MetricsLog:
     the same folder never duplicates an epoch.
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool = False):
+    def __init__(self, run_dir: Path, tensorboard: bool = False, enabled: bool = True):
         self.jsonl, self.csv = run_dir / "metrics.jsonl", run_dir / "metrics.csv"
         self.rows: list[dict] = []
         self.writer = None
-        if tensorboard:
+        self.enabled = enabled  # False on DDP ranks other than 0: keep nothing, write nothing
+        if tensorboard and enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
@@ -30,6 +31,8 @@ class MetricsLog:
             self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
 
     def keep_through(self, epoch: int) -> None:
+        if not self.enabled:
+            return
         rows = []
         if self.jsonl.is_file():
             for line in self.jsonl.read_text().splitlines():
@@ -41,6 +44,8 @@ class MetricsLog:
         self._rewrite()
 
     def append(self, row: dict) -> None:
+        if not self.enabled:
+            return
         self.rows.append(row)
         with self.jsonl.open("a") as handle:
             handle.write(json.dumps(row) + "\n")

@@ -23,6 +23,7 @@ from .layers import LUTLayer
 from .mapping import cached_wiring
 from .metrics import MetricsLog
 from .model import build_encoder, build_model, input_width
+from . import distributed
 from .optim import build_optimizer, build_scheduler
 from .regularizers import regularization
 
@@ -97,8 +98,14 @@ def prepare_data(cfg, device, encoder_state=None) -> Prepared:
 
 
 @torch.no_grad()
-def evaluate(model, bits, labels, batch_size: int):
-    """(accuracy, mean cross-entropy, predictions) over a whole split."""
+def evaluate(model, bits, labels, batch_size: int, ctx=None):
+    """(accuracy, mean cross-entropy, predictions) over a whole split; under DDP each rank scores
+    its share and the counts are summed (the predictions are then this rank's share)."""
+    if ctx is not None and ctx.world > 1:
+        share = torch.arange(len(labels), device=labels.device).tensor_split(ctx.world)[ctx.rank]
+        accuracy, loss, preds = evaluate(model, bits[share], labels[share], batch_size)
+        correct, total, loss_sum = ctx.sum(accuracy * len(share), len(share), loss * len(share))
+        return correct / total, loss_sum / total, preds
     model.eval()
     preds, loss = [], 0.0
     with cached_wiring(model):  # the weights do not change here: one argmax for all batches
@@ -140,7 +147,15 @@ def train(cfg, run_dir: Path) -> float:
     _check_trainer(t)
     if t.threads:
         torch.set_num_threads(t.threads)
-    device = resolve_device(t.device)
+    ctx = distributed.setup(t.strategy, resolve_device(t.device))
+    try:
+        return _train(cfg, run_dir, ctx)
+    finally:
+        distributed.teardown(ctx)
+
+
+def _train(cfg, run_dir: Path, ctx) -> float:
+    t, device = cfg.trainer, ctx.device
     resume = _resume_path(cfg, run_dir)
     state = load_checkpoint(resume) if resume is not None else None
 
@@ -153,7 +168,7 @@ def train(cfg, run_dir: Path) -> float:
     monitor = _monitor(cfg, "val" in data.splits)
     higher = not monitor.endswith("loss")
     best, start_epoch, step = None, 1, 0
-    log = MetricsLog(run_dir, tensorboard=cfg.logger.kind == "tensorboard")
+    log = MetricsLog(run_dir, tensorboard=cfg.logger.kind == "tensorboard", enabled=ctx.main)
     if state is not None:
         try:
             model.load_state_dict(state["model"])
@@ -164,19 +179,23 @@ def train(cfg, run_dir: Path) -> float:
             scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         best, start_epoch, step = state["best_metric"], state["epoch"] + 1, state["step"]
-        console.log.info("resumed from %s at epoch %d", resume, state["epoch"])
+        if ctx.main:
+            console.log.info("resumed from %s at epoch %d", resume, state["epoch"])
     log.keep_through(start_epoch - 1)
 
     x_train, y_train = data.splits["train"]
     plain_config = OmegaConf.to_container(cfg, resolve=True)
+    trained = ctx.wrap(model)
     for epoch in range(start_epoch, t.epochs + 1):
-        row, step = _train_epoch(model, optimizer, x_train, y_train, epoch, t, step, cfg.model.regularizer)
+        row, step = _train_epoch(trained, optimizer, x_train, y_train, epoch, t, step, cfg.model.regularizer, ctx)
         if scheduler is not None:
             scheduler.step()
         if epoch % t.eval_every == 0 or epoch == t.epochs:
             for name in ("val", "test"):
                 if name in data.splits:
-                    row[f"{name}_acc"] = evaluate(model, *data.splits[name], t.eval_batch_size)[0]
+                    row[f"{name}_acc"] = evaluate(model, *data.splits[name], t.eval_batch_size, ctx)[0]
+        if not ctx.main:
+            continue
         console.log.info(console.epoch_line(row))
         log.append(row)  # before the checkpoint: a crash in between only redoes this epoch
         improved = row.get(monitor) is not None and (best is None or (row[monitor] > best if higher else row[monitor] < best))
@@ -192,6 +211,8 @@ def train(cfg, run_dir: Path) -> float:
             save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
         if t.checkpoint.save_last:
             save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
+    if not ctx.main:
+        return float("nan")
     if t.plot and log.rows:
         log.plot(run_dir / "curves.png")
     log.close()
@@ -201,27 +222,30 @@ def train(cfg, run_dir: Path) -> float:
     return float(best) if best is not None else float("nan")
 
 
-def _train_epoch(model, optimizer, x_train, y_train, epoch: int, t, step: int, reg):
+def _train_epoch(model, optimizer, x_train, y_train, epoch: int, t, step: int, reg, ctx):
     model.train()
     order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(t.seed * 100_003 + epoch))
     order = order.to(x_train.device)
     batches = order.split(t.batch_size)
     lr = optimizer.param_groups[0]["lr"]
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
-    with console.epoch_progress(epoch, t.epochs, len(batches)) as update:
+    with console.epoch_progress(epoch, t.epochs, len(batches), enabled=ctx.main) as update:
         for done, index in enumerate(batches, 1):
-            x, y = x_train[index].float(), y_train[index]
+            local = ctx.shard(index)  # this rank's part of the global batch
+            x, y = x_train[local].float(), y_train[local]
             logits = model(x)
-            loss = nn.functional.cross_entropy(logits, y)
+            # summed over the shard, scaled so that DDP's average is the global batch's mean
+            loss = nn.functional.cross_entropy(logits, y, reduction="sum") * (ctx.world / len(index))
             penalty = regularization(model, reg.kind) if reg.weight else None
             optimizer.zero_grad(set_to_none=True)
             (loss if penalty is None else loss + reg.weight * penalty).backward()
             optimizer.step()
             step += 1
-            loss_sum += loss.item() * len(y)
+            loss_sum += loss.item() * len(index) / ctx.world
             correct += (logits.argmax(-1) == y).sum().item()
             seen += len(y)
-            update(done, loss_sum / seen, correct / seen, seen / (time.perf_counter() - start))
+            update(done, loss_sum / seen, correct / seen, seen * ctx.world / (time.perf_counter() - start))
     seconds = time.perf_counter() - start
+    loss_sum, correct, seen = ctx.sum(loss_sum, correct, seen)
     return {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_acc": None,
             "test_acc": None, "lr": lr, "samples_per_s": seen / seconds, "seconds": seconds}, step
