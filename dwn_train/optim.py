@@ -7,15 +7,18 @@ import torch
 from .errors import DWNError
 
 
-def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+def build_optimizer(cfg, model: torch.nn.Module, capturable: bool = False) -> torch.optim.Optimizer:
+    """capturable=True keeps Adam's step counters on the device, as CUDA graph capture requires."""
     if cfg.lr <= 0:
         raise DWNError(f"optimizer.lr must be > 0; got {cfg.lr}.")
     params = model.parameters()
     # fused kernels where torch has them: one pass over the (large) mapping weights per step
     if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=True)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                                fused=not capturable, capturable=capturable)
     if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=True)
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                                 fused=not capturable, capturable=capturable)
     if cfg.name == "sgd":
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     raise DWNError(f"optimizer.name={cfg.name!r} is unknown; expected adam, adamw or sgd.")

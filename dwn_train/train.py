@@ -19,6 +19,7 @@ from . import console
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import load_dataset
 from .errors import DWNError
+from .graphs import GraphStep
 from .layers import LUTLayer
 from .mapping import cached_wiring
 from .metrics import MetricsLog
@@ -163,7 +164,9 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     data = prepare_data(cfg, device, encoder_state=state["encoder"] if state else None)
     model = build_model(cfg.model, data.in_features, data.num_classes).to(device)
     _set_backend(model, t.backend, device)
-    optimizer = build_optimizer(cfg.optimizer, model)
+    if t.cuda_graphs and (device.type != "cuda" or t.strategy != "single"):
+        raise DWNError("trainer.cuda_graphs=true needs trainer.device=cuda and trainer.strategy=single.")
+    optimizer = build_optimizer(cfg.optimizer, model, capturable=t.cuda_graphs)
     scheduler = build_scheduler(cfg.scheduler, optimizer, t.epochs)
     monitor = _monitor(cfg, "val" in data.splits)
     higher = not monitor.endswith("loss")
@@ -186,8 +189,10 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     x_train, y_train = data.splits["train"]
     plain_config = OmegaConf.to_container(cfg, resolve=True)
     trained = ctx.wrap(model)
+    graph = {} if t.cuda_graphs else None
     for epoch in range(start_epoch, t.epochs + 1):
-        row, step = _train_epoch(trained, optimizer, x_train, y_train, epoch, t, step, cfg.model.regularizer, ctx)
+        row, step = _train_epoch(trained, optimizer, x_train, y_train, epoch, t, step, cfg.model.regularizer, ctx,
+                                 graph)
         if scheduler is not None:
             scheduler.step()
         if epoch % t.eval_every == 0 or epoch == t.epochs:
@@ -222,7 +227,8 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     return float(best) if best is not None else float("nan")
 
 
-def _train_epoch(model, optimizer, x_train, y_train, epoch: int, t, step: int, reg, ctx):
+def _train_epoch(model, optimizer, x_train, y_train, epoch: int, t, step: int, reg, ctx, graph=None):
+    """One pass over the data; `graph` (a dict) holds the captured GraphStep when cuda_graphs."""
     model.train()
     order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(t.seed * 100_003 + epoch))
     order = order.to(x_train.device)
@@ -233,15 +239,26 @@ def _train_epoch(model, optimizer, x_train, y_train, epoch: int, t, step: int, r
         for done, index in enumerate(batches, 1):
             local = ctx.shard(index)  # this rank's part of the global batch
             x, y = x_train[local].float(), y_train[local]
-            logits = model(x)
-            # summed over the shard, scaled so that DDP's average is the global batch's mean
-            loss = nn.functional.cross_entropy(logits, y, reduction="sum") * (ctx.world / len(index))
-            penalty = regularization(model, reg.kind) if reg.weight else None
-            optimizer.zero_grad(set_to_none=True)
-            (loss if penalty is None else loss + reg.weight * penalty).backward()
-            optimizer.step()
+            scale = ctx.world / len(index)
+
+            def objective(logits, labels):
+                # summed over the shard, scaled so that DDP's average is the global batch's mean
+                loss = nn.functional.cross_entropy(logits, labels, reduction="sum") * scale
+                penalty = regularization(model, reg.kind) if reg.weight else None
+                return loss if penalty is None else loss + reg.weight * penalty
+
+            if graph is not None and len(index) == t.batch_size:
+                if graph.get("step") is None:
+                    graph["step"] = GraphStep(model, optimizer, objective, x, y)
+                loss, logits = graph["step"](x, y)
+            else:
+                logits = model(x)
+                loss = objective(logits, y)
+                optimizer.zero_grad(set_to_none=graph is None)
+                loss.backward()
+                optimizer.step()
             step += 1
-            loss_sum += loss.item() * len(index) / ctx.world
+            loss_sum += loss.item() / scale  # with a regulariser this includes its penalty
             correct += (logits.argmax(-1) == y).sum().item()
             seen += len(y)
             update(done, loss_sum / seen, correct / seen, seen * ctx.world / (time.perf_counter() - start))

@@ -4,6 +4,7 @@ Run on a GPU machine with the cuda extra installed:  python -m pytest -q -m gpu 
 """
 
 import copy
+import json
 
 import pytest
 import torch
@@ -103,3 +104,16 @@ def test_training_step_is_capturable_in_a_cuda_graph():
     torch.cuda.synchronize()
     for a, b in zip(model.parameters(), eager.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_trainer_cuda_graphs_matches_eager(compose_cfg, tmp_path):
+    from conftest import SMALL
+    from dwn_train.train import train
+
+    base = [*SMALL, "trainer.device=cuda", "trainer.epochs=2", "trainer.batch_size=64"]
+    train(compose_cfg(base), tmp_path / "eager")
+    train(compose_cfg(base + ["trainer.cuda_graphs=true"]), tmp_path / "graph")
+    read = lambda p: [json.loads(line) for line in (p / "metrics.jsonl").read_text().splitlines()]
+    for a, b in zip(read(tmp_path / "eager"), read(tmp_path / "graph")):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+        assert a["test_acc"] == pytest.approx(b["test_acc"], abs=0.01)

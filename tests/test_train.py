@@ -74,6 +74,8 @@ def test_bad_checkpoints_are_clear_errors(case, words, tmp_path):
     ("model.layers.1.out_features=-5", "out_features"),
     ("model.layers.1.out_features=205", "GroupSum"),
     ("trainer.device=tpu", "device"),
+    ("trainer.cuda_graphs=true", "cuda_graphs"),
+    ("trainer.backend=gpu", "backend"),
 ])
 def test_config_values_are_checked(override, words, compose_cfg, tmp_path):
     cfg = compose_cfg([*SMALL, "trainer.epochs=1", override])
