@@ -2,7 +2,7 @@
 
 Bit s of word b of a signal is that signal's value for sample 64*b + s. A LUT is evaluated as its
 multiplexer tree: start from its truth table (each entry all-ones or all-zeros), then for address
-bit l = 0..n-1 pick, per sample, entry pair (2k + 1 if the bit is set else 2k). After n levels one
+bit l = 0..n-1 pick, per sample, entry 2k + 1 of each pair if the bit is set, else entry 2k. After n levels one
 word holds the LUT's output for 64 samples. No per-sample Python loop anywhere.
 """
 
@@ -35,8 +35,11 @@ def lut_layer_packed(words: np.ndarray, wiring: np.ndarray, tables: np.ndarray) 
     inputs = words[wiring]  # (N, n, blocks)
     values = np.where(tables.astype(bool), ALL_ONES, np.uint64(0))[:, :, None]  # (N, 2^n, 1)
     for l in range(wiring.shape[1]):
-        bit = inputs[:, l, None, :]
-        values = (values[:, 1::2] & bit) | (values[:, 0::2] & ~bit)
+        # mux(bit, v0, v1) = v0 ^ ((v0 ^ v1) & bit): one temporary, updated in place
+        low = values[:, 0::2]
+        picked = (low ^ values[:, 1::2]) & inputs[:, l, None, :]
+        picked ^= low
+        values = picked
     return values[:, 0]
 
 
