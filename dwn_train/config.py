@@ -139,6 +139,7 @@ class EvalConfig:
     save_predictions: bool = False
     data_root: Optional[str] = None  # override the stored dataset.root (the data moved)
     engine: str = "float"  # float (the torch model) | packed (frozen network, 64 samples per word)
+    cost: bool = False  # also print the frozen network's hardware cost report
 
 
 @dataclass

@@ -32,15 +32,21 @@ def per_class(labels: torch.Tensor, preds: torch.Tensor, num_classes: int):
     return confusion, rows
 
 
+def _frozen(model, data):
+    """The model frozen for the training data's input format (see dwn_train/export/freeze.py)."""
+    from .export.freeze import InputFormat, freeze
+
+    fmt = InputFormat.infer(data.raw["train"][0].flatten(1).numpy())
+    return freeze(model.cpu().eval(), data.encoder.cpu(), fmt)
+
+
 def _packed_predictions(model, data, split: str) -> torch.Tensor:
     """Classes from the frozen network, 64 samples per word, on the split's quantised inputs
     (identical inputs for byte data such as images)."""
-    from .export.freeze import InputFormat, freeze
     from .export.packed import predict_packed
 
-    fmt = InputFormat.infer(data.raw["train"][0].flatten(1).numpy())
-    net = freeze(model.eval(), data.encoder.cpu(), fmt)
-    classes, _ = predict_packed(net, fmt.quantise(data.raw[split][0].flatten(1).numpy()))
+    net = _frozen(model, data)
+    classes, _ = predict_packed(net, net.input.quantise(data.raw[split][0].flatten(1).numpy()))
     return torch.from_numpy(classes)
 
 
@@ -73,6 +79,10 @@ def run_eval(cfg, run_dir: Path) -> float:
                           {"checkpoint": str(cfg.checkpoint), "samples": len(labels), "accuracy": accuracy,
                            "loss": loss})
     console.class_table(rows, confusion.tolist())
+    if cfg.cost:
+        from .export.cost import cost_report
+
+        console.summary_table("hardware cost of the frozen network", cost_report(_frozen(model, data)))
     metrics = {"accuracy": accuracy, "loss": loss, "split": cfg.split, "engine": cfg.engine, "samples": len(labels),
                "checkpoint": str(cfg.checkpoint), "epoch": payload["epoch"], "per_class": rows,
                "confusion": confusion.tolist()}

@@ -123,11 +123,21 @@ def test_verilog_export_simulates_and_matches(registered, digits_checkpoint, tmp
 
 def test_packed_eval_engine_equals_float_eval(digits_checkpoint, tmp_path):
     cfg = dict(checkpoint=str(digits_checkpoint), split="test", batch_size=4096, device="cpu", save_predictions=True,
-               data_root=None)
+               data_root=None, cost=True)
     float_acc = run_eval(OmegaConf.create({**cfg, "engine": "float"}), tmp_path)
     float_preds = (tmp_path / "predictions.csv").read_text()
     packed_acc = run_eval(OmegaConf.create({**cfg, "engine": "packed"}), tmp_path)
     assert packed_acc == float_acc and (tmp_path / "predictions.csv").read_text() == float_preds
+
+
+def test_cost_report_counts(digits_checkpoint):
+    from dwn_train.export.cost import cost_report, lut6_equivalents
+
+    model, encoder, _, data = load_trained(digits_checkpoint)
+    report = cost_report(freeze(model, encoder, InputFormat.infer(data.x_train.numpy())), registered=True)
+    assert report["LUTs (LUT-6 equivalents)"] == "180 (180)" and report["registers"] == 180
+    assert report["popcount adder trees"].startswith("10 x 6-input")
+    assert [lut6_equivalents(n) for n in (2, 6, 7, 8)] == [1, 1, 3, 7]
 
 
 def test_dwn_export_console_script(digits_checkpoint, tmp_path):
