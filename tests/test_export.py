@@ -148,3 +148,18 @@ def test_dwn_export_console_script(digits_checkpoint, tmp_path):
     bad = subprocess.run(["dwn-export", f"checkpoint={digits_checkpoint}", "format=vhdl",
                           f"hydra.run.dir={tmp_path}/run2"], capture_output=True, text=True)
     assert bad.returncode == 2 and "format must be one of" in bad.stderr
+
+
+@pytest.mark.parametrize("classes", [2, 4])
+def test_reduction_head_freezes_exactly(classes):
+    torch.manual_seed(classes)
+    x = np.random.default_rng(classes).integers(0, 256, size=(300, 5))
+    encoder = dwn.DistributiveThermometer(4).fit(x)
+    groups = 1 if classes == 2 else classes
+    model = torch.nn.Sequential(dwn.LUTLayer(20, 8 * groups, n=4), dwn.ReductionHead(8 * groups, classes, n=2)).eval()
+    fmt = InputFormat.infer(x)
+    net = freeze(model, encoder, fmt)
+    predictions = net.predict(x)
+    assert np.array_equal(predictions, float_predictions(model, encoder, net, x))
+    assert np.array_equal(predict_packed(net, x)[0], predictions)
+    assert len(np.unique(net.scores(x), axis=0)) > 1  # the outputs depend on the input

@@ -15,7 +15,8 @@ trained entry: 1 where the entry is > 0).
 
 Head. Class c's score is the popcount of its group of last-layer bits (group size
 ceil(W / classes), the last group possibly shorter); the prediction is the class with the highest
-score, the lowest class index on ties.
+score, the lowest class index on ties. A reduction head freezes into its LUT pyramid with one
+output bit per class (for two classes, a last LUT-1 layer turns the single bit b into (1 - b, b)).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 
 from ..errors import DWNError
-from ..layers import GroupSum, LUTLayer
+from ..layers import GroupSum, LUTLayer, ReductionHead
 
 FORMAT = "dwn-frozen"
 
@@ -154,8 +155,11 @@ def group_popcounts(bits: np.ndarray, num_classes: int) -> np.ndarray:
 def freeze(model, encoder, input_format: InputFormat) -> FrozenNetwork:
     """The discrete network of a trained nn.Sequential(LUTLayer..., GroupSum) and its thermometer."""
     modules = list(model)
-    if not modules or not isinstance(modules[-1], GroupSum) or not all(isinstance(m, LUTLayer) for m in modules[:-1]):
-        raise DWNError("Only models of LUT layers followed by a GroupSum head can be frozen (model.head.kind=group_sum).")
+    head = modules[-1] if modules else None
+    if isinstance(head, ReductionHead):  # its pyramid levels are LUT layers too
+        modules = modules[:-1] + list(head.levels) + [head]
+    if not isinstance(head, (GroupSum, ReductionHead)) or not all(isinstance(m, LUTLayer) for m in modules[:-1]):
+        raise DWNError("Only models of LUT layers followed by a GroupSum or reduction head can be frozen.")
     if not all(m.ste for m in modules[:-1]):
         raise DWNError("Only layers with ste=True (binary outputs) can be frozen.")
     t = encoder.thresholds.detach().cpu().to(torch.float64).numpy()
@@ -170,4 +174,10 @@ def freeze(model, encoder, input_format: InputFormat) -> FrozenNetwork:
     thresholds = np.clip(scaled, input_format.lo - 1, input_format.hi).astype(np.int64)
     layers = [FrozenLayer(m.wiring().detach().cpu().numpy().astype(np.int64),
                           (m.luts.detach().cpu() > 0).numpy().astype(np.uint8)) for m in modules[:-1]]
-    return FrozenNetwork(input_format, num_features, thresholds, layers, modules[-1].k)
+    if isinstance(head, GroupSum):
+        return FrozenNetwork(input_format, num_features, thresholds, layers, head.k)
+    # reduction: one bit per class (score 0 or 1, so the lowest index wins ties as the float argmax
+    # of (2b - 1) / tau does); a binary task's single bit b becomes the scores (1 - b, b)
+    if head.num_classes == 2:
+        layers.append(FrozenLayer(np.zeros((2, 1), dtype=np.int64), np.array([[1, 0], [0, 1]], dtype=np.uint8)))
+    return FrozenNetwork(input_format, num_features, thresholds, layers, head.num_classes)
