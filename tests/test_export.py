@@ -163,3 +163,16 @@ def test_reduction_head_freezes_exactly(classes):
     assert np.array_equal(predictions, float_predictions(model, encoder, net, x))
     assert np.array_equal(predict_packed(net, x)[0], predictions)
     assert len(np.unique(net.scores(x), axis=0)) > 1  # the outputs depend on the input
+
+
+def test_yosys_counts_the_whole_design(tmp_path):
+    if shutil.which("yosys") is None:
+        pytest.skip("yosys is not installed")
+    from dwn_train.export import verilog as verilog_export
+    from dwn_train.export.cost import yosys_luts
+
+    net = _constant_network(0)
+    net.layers[0].wiring[:, 1] = 1
+    net.layers[0].tables[:] = [0, 1, 1, 0]  # XOR of the two comparators: real logic to synthesise
+    verilog_export.write(net, tmp_path, np.zeros((1, 2), dtype=np.int64))
+    assert yosys_luts(tmp_path / "dwn_top.v").endswith("LUT-6 (whole design)")

@@ -33,6 +33,7 @@ def cost_report(net: FrozenNetwork, registered: bool = False) -> dict:
                                     f"({net.num_classes * (net.group - 1)} two-input adder nodes)")
     rows["argmax"] = f"{net.num_classes - 1} x {score_width(net)}-bit comparators -> {class_width(net)} bits"
     rows["registers"] = sum(len(layer.tables) for layer in net.layers) if registered else 0
+    rows["latency (clock cycles)"] = len(net.layers) if registered else "0 (combinational)"
     widest = max(net.num_features * net.num_bits, *(len(l.tables) for l in net.layers))
     wire_bytes = int(_ctype(0, widest).removeprefix("uint").removesuffix("_t")) // 8  # as the C export types it
     table_bytes = sum(table_words(l.tables).size * 8 for l in net.layers)
@@ -42,11 +43,12 @@ def cost_report(net: FrozenNetwork, registered: bool = False) -> dict:
     return rows
 
 
-def yosys_luts(verilog: Path) -> int | None:
-    """LUT count after `synth -lut 6` when yosys is installed, else None."""
+def yosys_luts(verilog: Path) -> str:
+    """The LUT-6 count of the whole design (encoder, popcounts and argmax included) after yosys's
+    `synth -lut 6`, or why there is none."""
     if shutil.which("yosys") is None:
-        return None
+        return "yosys not installed"
     script = f"read_verilog {verilog}; synth -top dwn_top -lut 6; stat"
-    out = subprocess.run(["yosys", "-q", "-p", script], capture_output=True, text=True).stdout
-    counts = [int(m) for m in re.findall(r"\$lut\s+(\d+)", out)]
-    return counts[-1] if counts else None
+    out = subprocess.run(["yosys", "-p", script], capture_output=True, text=True).stdout
+    counts = re.findall(r"\$lut\s+(\d+)", out)
+    return f"{counts[-1]} LUT-6 (whole design)" if counts else "yosys reported no LUT count"

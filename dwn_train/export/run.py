@@ -95,7 +95,7 @@ def run_export(cfg, run_dir: Path) -> str:
             verdict = _verify_verilog(out_dir)
     report = cost_report(net, registered=cfg.registered)
     if cfg.format == "verilog" and cfg.yosys:
-        report["yosys synth -lut 6"] = yosys_luts(out_dir / "dwn_top.v") or "yosys not installed"
+        report["yosys synth -lut 6"] = yosys_luts(out_dir / "dwn_top.v")
     report = {"files": str(out_dir), "input": f"{fmt.bits}-bit {'signed' if fmt.signed else 'unsigned'}, "
                                               f"{fmt.frac_bits} fraction bits", **report, "verify": verdict}
     console.summary_table(f"dwn-export format={cfg.format}", report)
