@@ -130,7 +130,13 @@ def _resume_path(cfg, run_dir: Path):
 
 def _monitor(cfg, has_val: bool) -> str:
     monitor = cfg.trainer.checkpoint.monitor
-    return ("val_acc" if has_val else "train_acc") if monitor == "auto" else monitor
+    if monitor == "auto":
+        return "val_acc" if has_val else "train_acc"
+    allowed = ("train_loss", "train_acc") + (("val_acc",) if has_val else ())
+    if monitor not in allowed:
+        raise DWNError(f"trainer.checkpoint.monitor must be auto or one of {', '.join(allowed)} (the test split "
+                       f"never chooses; val_acc needs trainer.val_fraction > 0); got {monitor!r}.")
+    return monitor
 
 
 def _check_trainer(t) -> None:
@@ -188,6 +194,8 @@ def _train(cfg, run_dir: Path, ctx) -> float:
 
     x_train, y_train = data.splits["train"]
     plain_config = OmegaConf.to_container(cfg, resolve=True)
+    data_info = {"num_classes": data.num_classes, "feature_shape": list(data.feature_shape),
+                 "in_features": data.in_features}
     trained = ctx.wrap(model)
     graph = {} if t.cuda_graphs else None
     for epoch in range(start_epoch, t.epochs + 1):
@@ -209,9 +217,7 @@ def _train(cfg, run_dir: Path, ctx) -> float:
         payload = {"model": model.state_dict(), "encoder": data.encoder.state_dict(),
                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler else None,
                    "rng": rng_state(), "epoch": epoch, "step": step, "best_metric": best, "monitor": monitor,
-                   "config": plain_config, "data": {"num_classes": data.num_classes,
-                                                    "feature_shape": list(data.feature_shape),
-                                                    "in_features": data.in_features}}
+                   "config": plain_config, "data": data_info}
         if improved and t.checkpoint.save_best:
             save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
         if t.checkpoint.save_last:

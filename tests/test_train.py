@@ -76,6 +76,8 @@ def test_bad_checkpoints_are_clear_errors(case, words, tmp_path):
     ("trainer.device=tpu", "device"),
     ("trainer.cuda_graphs=true", "cuda_graphs"),
     ("trainer.backend=gpu", "backend"),
+    ("trainer.checkpoint.monitor=test_acc", "never chooses"),
+    ("trainer.checkpoint.monitor=val_acc", "val_fraction"),
 ])
 def test_config_values_are_checked(override, words, compose_cfg, tmp_path):
     cfg = compose_cfg([*SMALL, "trainer.epochs=1", override])
