@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .errors import DWNError
+from .mapping import mapping_backward
 
 EFD_VARIANTS = ("exponential", "paper", "fd")
 MAX_N = 16
@@ -161,14 +162,11 @@ class LUTFunction(torch.autograd.Function):
         grad_x = grad_luts = grad_w = None
         if ctx.needs_input_grad[1]:
             grad_luts = torch.zeros(luts.numel(), dtype=grad.dtype, device=grad.device)
-            grad_luts.index_add_(0, flat.view(-1), grad_t.view(-1)).view_as(luts)
-            grad_luts = grad_luts.view_as(luts)
+            grad_luts = grad_luts.index_add_(0, flat.view(-1), grad_t.view(-1)).view_as(luts)
         need_x, need_w = ctx.needs_input_grad[0], weights is not None and ctx.needs_input_grad[2]
         if need_x or need_w:
             wires = _wire_gradients(luts.detach(), layer._terms, flat, grad_t)  # (n, N, B)
             if weights is not None:
-                from .mapping import mapping_backward
-
                 wires = wires.permute(2, 1, 0).reshape(x.shape[0], -1)  # (B, N * n), wire j*n + l
                 grad_x, grad_w = mapping_backward(x, weights, layer.mapping, wires, need_x, need_w)
             else:
@@ -214,8 +212,6 @@ def _backward_kernels(ctx, grad):
         table = cuda_lut.derivative_table(luts.detach(), layer.efd, layer.alpha, layer.beta)
         wires = cuda_lut.wire_gradients(grad, addr, table)  # (B, N * n)
         if weights is not None:
-            from .mapping import mapping_backward
-
             grad_x, grad_w = mapping_backward(x, weights, layer.mapping, wires, need_x, need_w)
         else:
             offsets, order = cuda_lut.inverse_mapping(layer, mapping, x.shape[1])
