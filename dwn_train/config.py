@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 @dataclass
@@ -154,6 +154,19 @@ class ExportConfig:
     vectors: int = 256  # test samples used for vectors.hex and verification
     yosys: bool = True  # verilog: add a yosys LUT-6 count when yosys is installed
     data_root: Optional[str] = None
+
+
+def stored_config(plain: dict):
+    """A checkpoint's stored config over today's defaults, so checkpoints written before a key
+    existed still load (new options take their defaults; keys no longer used are kept, unread)."""
+    groups = {"dataset": DatasetConfig, "encoding": EncodingConfig, "model": ModelConfig,
+              "optimizer": OptimizerConfig, "scheduler": SchedulerConfig, "trainer": TrainerConfig,
+              "logger": LoggerConfig}
+    base = OmegaConf.create({name: OmegaConf.to_container(OmegaConf.structured(cls)) for name, cls in groups.items()})
+    merged = OmegaConf.merge(base, plain)
+    layer_defaults = OmegaConf.to_container(OmegaConf.structured(LayerConfig))
+    merged.model.layers = [OmegaConf.merge(layer_defaults, layer) for layer in plain["model"]["layers"]]
+    return merged
 
 
 def register_configs() -> None:

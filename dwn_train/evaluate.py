@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
 from . import console
 from .checkpoint import load_checkpoint
+from .config import stored_config
 from .errors import DWNError
 from .model import build_model
 from .train import evaluate, prepare_data, resolve_device
@@ -56,7 +56,7 @@ def run_eval(cfg, run_dir: Path) -> float:
     if cfg.batch_size < 1:
         raise DWNError(f"batch_size must be a positive integer; got {cfg.batch_size}.")
     payload = load_checkpoint(cfg.checkpoint)
-    train_cfg = OmegaConf.create(payload["config"])
+    train_cfg = stored_config(payload["config"])
     if cfg.data_root:
         train_cfg.dataset.root = cfg.data_root
     device = resolve_device(cfg.device)

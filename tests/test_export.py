@@ -176,3 +176,18 @@ def test_yosys_counts_the_whole_design(tmp_path):
     net.layers[0].tables[:] = [0, 1, 1, 0]  # XOR of the two comparators: real logic to synthesise
     verilog_export.write(net, tmp_path, np.zeros((1, 2), dtype=np.int64))
     assert yosys_luts(tmp_path / "dwn_top.v").endswith("LUT-6 (whole design)")
+
+
+def test_checkpoints_from_before_a_config_key_existed_still_evaluate(digits_checkpoint, tmp_path):
+    from dwn_train.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(digits_checkpoint)
+    old = {k: v for k, v in payload.items() if k not in ("format", "version")}
+    del old["config"]["model"]["regularizer"], old["config"]["model"]["head"]["n"]
+    del old["config"]["trainer"]["strategy"], old["config"]["model"]["layers"][0]["efd"]
+    save_checkpoint(old, tmp_path / "old.pt")
+    cfg = dict(split="test", batch_size=4096, device="cpu", save_predictions=False, data_root=None, cost=False,
+               engine="float")
+    new_acc = run_eval(OmegaConf.create({**cfg, "checkpoint": str(digits_checkpoint)}), tmp_path)
+    old_acc = run_eval(OmegaConf.create({**cfg, "checkpoint": str(tmp_path / "old.pt")}), tmp_path)
+    assert old_acc == new_acc

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 
 from .. import console
 from ..checkpoint import load_checkpoint
+from ..config import stored_config
 from ..data import load_dataset
 from ..errors import DWNError
 from ..model import build_encoder, build_model
@@ -26,7 +26,7 @@ FORMATS = ("json", "c", "verilog")
 def load_trained(checkpoint, data_root=None):
     """(model in eval mode, encoder, the training config, the raw data) from a checkpoint."""
     payload = load_checkpoint(checkpoint)
-    cfg = OmegaConf.create(payload["config"])
+    cfg = stored_config(payload["config"])
     if data_root:
         cfg.dataset.root = data_root
     encoder = build_encoder(cfg.encoding)
