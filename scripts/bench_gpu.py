@@ -103,7 +103,7 @@ def main() -> None:
             print(f"{batch:>6} {name:<24} {seconds:>9.2f} {base / seconds:>11.1f}x")
     bits = (torch.rand(4096, 2000, device="cuda") > 0.5).float()
     grad = torch.randn(4096, 1000, device="cuda")
-    print(f"\nLUTLayer(2000, 1000, n=6), batch 4096: forward / forward+backward ms")
+    print("\nLUTLayer(2000, 1000, n=6), batch 4096: forward / forward+backward ms")
     candidates = [("ours, torch backend", "torch", dwn), ("ours, CUDA kernels", "cuda", dwn)]
     if torch_dwn is not None:
         candidates.insert(0, ("torch-dwn 1.1.1", "torch", torch_dwn))

@@ -16,6 +16,23 @@ SMALL = ["dataset=digits", "model=digits_small", "model.layers.0.out_features=30
          "trainer.batch_size=64", "trainer.plot=false"]
 
 
+def fit_and_score(model, x_train, y_train, x_test, y_test, epochs: int, batch: int = 32) -> float:
+    """Plain library training (Adam 1e-2, cross-entropy), then test accuracy."""
+    import torch
+
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(epochs):
+        model.train()
+        for index in torch.randperm(len(x_train)).split(batch):
+            loss = torch.nn.functional.cross_entropy(model(x_train[index]), y_train[index])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    model.eval()
+    with torch.no_grad():
+        return (model(x_test).argmax(-1) == y_test).float().mean().item()
+
+
 @pytest.fixture
 def compose_cfg():
     """compose_cfg(overrides, config_name='train') -> DictConfig, with GlobalHydra cleared after."""

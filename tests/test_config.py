@@ -1,6 +1,5 @@
 """Every option of every config group composes and builds; typos fail at compose time."""
 
-from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException

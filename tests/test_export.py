@@ -3,7 +3,6 @@ float model, bit for bit, on the same quantised inputs."""
 
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -6,6 +6,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 import dwn_train as dwn
+from conftest import fit_and_score
 
 
 def test_quick_start_model_learns_digits():
@@ -24,15 +25,5 @@ def test_quick_start_model_learns_digits():
         dwn.GroupSum(k=10, tau=1 / 0.3),
     )
     # ---
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(8):
-        model.train()
-        for batch in torch.randperm(len(x_train)).split(32):
-            loss = nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        accuracy = (model(x_test).argmax(-1) == y_test).float().mean().item()
+    accuracy = fit_and_score(model, x_train, y_train, x_test, y_test, epochs=8)
     assert accuracy > 0.9, accuracy

@@ -6,6 +6,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
 import dwn_train as dwn
+from conftest import fit_and_score
 from dwn_train.model import count_luts
 
 
@@ -42,15 +43,5 @@ def test_reduction_head_learns_breast_cancer():
     model = torch.nn.Sequential(dwn.LUTLayer(x_train.shape[1], 64, n=6, mapping="learnable"),
                                 dwn.ReductionHead(64, 2, n=2, tau=0.5))
     assert count_luts(model) == 64 + 32 + 16 + 8 + 4 + 2 + 1
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(30):
-        model.train()
-        for batch in torch.randperm(len(x_train)).split(32):
-            loss = torch.nn.functional.cross_entropy(model(x_train[batch]), y_train[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        accuracy = (model(x_test).argmax(-1) == y_test).float().mean().item()
+    accuracy = fit_and_score(model, x_train, y_train, x_test, y_test, epochs=30)
     assert accuracy > 0.85, accuracy
