@@ -93,8 +93,8 @@ class LUTLayer(nn.Module):
             with torch.no_grad():
                 self.luts.clamp_(-1.0, 1.0)
         if self.learnable:
-            return lut_forward(x, self.luts, weights=self.mapping.weights, layer=self)
-        return lut_forward(x, self.luts, mapping=self.mapping, layer=self)
+            return lut_forward(x, self.luts, self, weights=self.mapping.weights)
+        return lut_forward(x, self.luts, self, mapping=self.mapping)
 
     def extra_repr(self) -> str:
         kind = "learnable" if self.learnable else "fixed"

@@ -229,6 +229,7 @@ def _wire_gradients(luts, terms, flat, grad_t) -> torch.Tensor:
     return rows.mul_(grad_t)
 
 
-def lut_forward(x, luts, mapping=None, weights=None, layer=None) -> torch.Tensor:
-    """Apply a layer of LUTs: x (B, I), luts (N, 2**n) -> (B, N); see LUTFunction."""
+def lut_forward(x, luts, layer, mapping=None, weights=None) -> torch.Tensor:
+    """Apply a layer of LUTs: x (B, I), luts (N, 2**n) -> (B, N); see LUTFunction. `layer` supplies
+    ste, the EFD terms, backend and (with weights) the LearnableMapping."""
     return LUTFunction.apply(x, luts, weights, mapping, layer)
