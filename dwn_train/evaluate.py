@@ -40,12 +40,11 @@ def _frozen(model, data):
     return freeze(model.cpu().eval(), data.encoder.cpu(), fmt)
 
 
-def _packed_predictions(model, data, split: str) -> torch.Tensor:
+def _packed_predictions(net, data, split: str) -> torch.Tensor:
     """Classes from the frozen network, 64 samples per word, on the split's quantised inputs
     (identical inputs for byte data such as images)."""
     from .export.packed import predict_packed
 
-    net = _frozen(model, data)
     classes, _ = predict_packed(net, net.input.quantise(data.raw[split][0].flatten(1).numpy()))
     return torch.from_numpy(classes)
 
@@ -66,14 +65,15 @@ def run_eval(cfg, run_dir: Path) -> float:
     model = build_model(train_cfg.model, data.in_features, data.num_classes).to(device)
     model.load_state_dict(payload["model"])
     bits, labels = data.splits[cfg.split]
+    if cfg.engine not in ("float", "packed"):
+        raise DWNError(f"engine must be float or packed; got {cfg.engine!r}.")
+    net = _frozen(model, data) if cfg.engine == "packed" or cfg.cost else None  # frozen once, used twice
     if cfg.engine == "packed":
-        preds, loss = _packed_predictions(model.cpu(), data, cfg.split), None  # no logits: no loss
+        preds, loss = _packed_predictions(net, data, cfg.split), None  # no logits: no loss
         labels = labels.cpu()
         accuracy = (preds == labels).float().mean().item()
-    elif cfg.engine == "float":
-        accuracy, loss, preds = evaluate(model, bits, labels, cfg.batch_size)
     else:
-        raise DWNError(f"engine must be float or packed; got {cfg.engine!r}.")
+        accuracy, loss, preds = evaluate(model.to(device), bits, labels, cfg.batch_size)
     confusion, rows = per_class(labels.cpu(), preds.cpu(), data.num_classes)
     console.summary_table(f"dwn-eval ({cfg.split} split, epoch {payload['epoch']})",
                           {"checkpoint": str(cfg.checkpoint), "samples": len(labels), "accuracy": accuracy,
@@ -82,7 +82,7 @@ def run_eval(cfg, run_dir: Path) -> float:
     if cfg.cost:
         from .export.cost import cost_report
 
-        console.summary_table("hardware cost of the frozen network", cost_report(_frozen(model, data)))
+        console.summary_table("hardware cost of the frozen network", cost_report(net))
     metrics = {"accuracy": accuracy, "loss": loss, "split": cfg.split, "engine": cfg.engine, "samples": len(labels),
                "checkpoint": str(cfg.checkpoint), "epoch": payload["epoch"], "per_class": rows,
                "confusion": confusion.tolist()}

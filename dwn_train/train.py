@@ -15,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from . import console
+from . import console, distributed
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .data import load_dataset
 from .errors import DWNError
@@ -24,7 +24,6 @@ from .layers import LUTLayer
 from .mapping import cached_wiring
 from .metrics import MetricsLog
 from .model import build_encoder, build_model, input_width
-from . import distributed
 from .optim import build_optimizer, build_scheduler
 from .regularizers import regularization
 
