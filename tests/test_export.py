@@ -190,3 +190,62 @@ def test_checkpoints_from_before_a_config_key_existed_still_evaluate(digits_chec
     new_acc = run_eval(OmegaConf.create({**cfg, "checkpoint": str(digits_checkpoint)}), tmp_path)
     old_acc = run_eval(OmegaConf.create({**cfg, "checkpoint": str(tmp_path / "old.pt")}), tmp_path)
     assert old_acc == new_acc
+
+
+# A generated block written by hand, in the form templates/dwn_runtime.c documents: one feature,
+# one comparator (x > 127) and two LUT-1s, NOT and BUF of it, each the whole score of its class.
+TINY_C_BLOCK = """#include <stdint.h>
+#define DWN_NUM_FEATURES 1
+#define DWN_NUM_CLASSES 2
+typedef uint8_t dwn_input_t;
+#define DWN_NUM_BITS 1
+#define DWN_NUM_LAYERS 1
+#define DWN_MAX_WORDS 1
+#define DWN_MAX_N 1
+#define DWN_GROUP 1
+#define DWN_LAST_WIDTH 2
+#define DWN_SCORE_BITS 1
+typedef uint8_t dwn_wire_t;
+static const int32_t dwn_thresholds[1] = {127};
+static const uint8_t dwn_wiring_0[2] = {0, 0};
+static const uint64_t dwn_tables_0[2] = {0x1u, 0x2u};
+#define DWN_LAYERS {1, 2, 1, dwn_wiring_0, dwn_tables_0}
+"""
+
+
+def test_c_runtime_template_is_plain_c(tmp_path):
+    """The shipped runtime, unmodified, compiles strictly and runs when #included after a block."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    from dwn_train.export import c as c_export
+
+    main = """
+int main(void)
+{
+    dwn_input_t x[3] = {200, 5, 128};
+    int32_t classes[3], scores[2];
+    dwn_predict_batch(x, 3, classes);
+    return !(dwn_predict(&x[0], scores) == 1 && scores[0] == 0 && scores[1] == 1 && dwn_predict(&x[1], NULL) == 0
+             && classes[0] == 1 && classes[1] == 0 && classes[2] == 1);
+}
+"""
+    (tmp_path / "tiny.c").write_text(TINY_C_BLOCK + f'#include "{c_export.TEMPLATES / "dwn_runtime.c"}"\n' + main)
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", "tiny", "tiny.c"], cwd=tmp_path, check=True)
+    assert subprocess.run([str(tmp_path / "tiny")]).returncode == 0
+
+
+def test_c_export_splices_only_data_into_the_templates(tmp_path):
+    from dwn_train.export import c as c_export
+
+    files = c_export.generate(_constant_network(1), "tiny")
+    assert sorted(files) == ["tiny.c", "tiny.h"] and '#include "tiny.h"' in files["tiny.c"]
+    head, _, tail = (c_export.TEMPLATES / "dwn_runtime.c").read_text().partition(c_export.MARKER + "\n")
+    assert files["tiny.c"].startswith(head) and files["tiny.c"].endswith(tail)  # the runtime, verbatim
+    block = files["tiny.c"][len(head):-len(tail)].splitlines()
+    assert all(line.startswith(("#", "typedef ", "static const ", "    ", "};", "/*")) for line in block if line)
+    assert all(c_export.MARKER not in text for text in files.values())
+    if shutil.which("gcc"):
+        for filename, text in files.items():
+            (tmp_path / filename).write_text(text)
+        subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "tiny.c"], cwd=tmp_path,
+                       check=True)
