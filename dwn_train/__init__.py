@@ -6,7 +6,8 @@ The library API is a drop-in for torch-dwn's: ``import dwn_train as dwn`` and us
 
 from .errors import DWNError
 from .layers import GroupSum, LUTLayer, ReductionHead
-from .lut import EFD_VARIANTS, derivative_table, lut_addresses
+from .lut import EFD_VARIANTS, LUTSpec
+from .torch_lut import derivative_table, lut_addresses
 from .mapping import LearnableMapping, arange_mapping, random_mapping
 from .regularizers import regularization, spectral, spectral_printed
 from .thermometer import DistributiveThermometer, GaussianThermometer, Thermometer
@@ -20,6 +21,7 @@ __all__ = [
     "GaussianThermometer",
     "GroupSum",
     "LUTLayer",
+    "LUTSpec",
     "LearnableMapping",
     "ReductionHead",
     "Thermometer",

@@ -1,42 +1,72 @@
 """CUDA kernels (kernels/*.cu) compiled at run time as CuPy RawModules and launched on torch's
-current stream. CuPy is imported lazily: CPU-only installs never import it.
+current stream of the tensors' device. CuPy is imported lazily: CPU-only installs never import it.
 
-    module("lut")            -> a cupy.RawModule of kernels/lut.cu for the current device (memoised;
-                                CuPy's own disk cache keeps the compiled binary between runs)
-    launch(module, name, n, args, shared=0)   -> one thread per element, 256 per block
+    source("lut")  -> the text NVRTC compiles: kernels/lut.cu with its local #includes inlined
+                      (with #line directives, so errors name the real file and line, and CuPy's
+                      cache key, a hash of this text, changes when a header changes)
+    launch("lut", "lut_forward_f32", grid, args, shared=0)
+                   -> run one kernel: args are torch tensors (passed as device pointers) and numpy
+                      scalars (np.int32, np.float32) in the order of the kernel's parameters
+
+`launch` is the one place that touches CuPy at run time; the tests replace it by a host launcher
+that runs the same .cu on the CPU (tests/kernel_host.py).
 """
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
+import numpy as np
 import torch
 
 from .errors import DWNError
 from .resources import kernels_dir
 
 THREADS = 256
-# the largest n the kernels take: the LUT-gradient histogram lives in shared memory (2^n floats)
+# the largest n the kernels take: the table-gradient histograms live in shared memory (2^n floats)
 MAX_KERNEL_N = 12
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$')
 
 
 def source(name: str) -> str:
-    """The kernel file's text with a #line directive, so compiler errors name the .cu file."""
-    path = kernels_dir() / f"{name}.cu"
-    return f'#line 1 "{path}"\n' + path.read_text()
+    """kernels/<name>.cu with its `#include "local.cuh"` lines replaced by the files' text."""
+    return _expand(kernels_dir() / f"{name}.cu", set())
+
+
+def _expand(path, seen: set) -> str:
+    lines = [f'#line 1 "{path}"']
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        match = _INCLUDE.match(line)
+        included = path.parent / match.group(1) if match else None
+        if included is None or not included.is_file():
+            lines.append(line)
+            continue
+        if included not in seen:  # every header here is `#pragma once`
+            seen.add(included)
+            lines.append(_expand(included, seen))
+        lines.append(f'#line {number + 1} "{path}"')
+    return "\n".join(lines) + "\n"
 
 
 def compile_options(arch: str | None = None) -> tuple[str, ...]:
-    options = ("-std=c++17", f"--include-path={kernels_dir()}")
+    options = ("-std=c++17",)
     return options + ((f"--gpu-architecture={arch}",) if arch else ())
 
 
-@lru_cache(maxsize=None)
+_CUPY_ERROR: list = []  # the import failure, remembered so that it is not retried on every call
+
+
 def _cupy():
+    if _CUPY_ERROR:
+        raise _CUPY_ERROR[0]
     try:
         import cupy
     except ImportError as exc:
-        raise DWNError("The CUDA backend needs CuPy: pip install 'dwn-train[cuda]'.") from exc
+        error = DWNError("The CUDA backend needs CuPy: pip install 'dwn-train[cuda]'.")
+        error.__cause__ = exc
+        _CUPY_ERROR.append(error)
+        raise error from exc
     return cupy
 
 
@@ -52,6 +82,12 @@ def available() -> bool:
 
 
 @lru_cache(maxsize=None)
+def _function(module: str, kernel: str, device: int):
+    """The compiled kernel for one device, memoised (RawModule.get_function looks it up anew)."""
+    return _module(module, device).get_function(kernel)
+
+
+@lru_cache(maxsize=None)
 def _module(name: str, device: int):
     cupy = _cupy()
     with cupy.cuda.Device(device):
@@ -60,15 +96,33 @@ def _module(name: str, device: int):
     return module
 
 
-def module(name: str):
-    return _module(name, torch.cuda.current_device())
+def _stream(cupy, device: torch.device):
+    """torch's current stream on `device`, as a CuPy stream (no copy, no synchronisation)."""
+    current = torch.cuda.current_stream(device)
+    if hasattr(cupy.cuda.Stream, "from_external"):  # CuPy >= 14
+        return cupy.cuda.Stream.from_external(current)
+    return cupy.cuda.ExternalStream(current.cuda_stream, device.index)
 
 
-def launch(mod, kernel: str, elements: int, args: tuple, blocks=None, threads: int = THREADS, shared: int = 0):
-    """Run `kernel` on torch's current stream; tensors in args are passed as device pointers."""
+def _device(args) -> torch.device:
+    devices = {a.device for a in args if isinstance(a, torch.Tensor)}
+    if len(devices) != 1 or next(iter(devices)).type != "cuda":
+        raise DWNError(f"a kernel launch needs tensors on one CUDA device; got {sorted(map(str, devices))}.")
+    return next(iter(devices))
+
+
+def launch(module: str, kernel: str, grid: tuple, args: tuple, shared: int = 0, threads: int = THREADS) -> None:
+    """Run `kernel` of kernels/<module>.cu with `grid` blocks of `threads` threads on the tensors'
+    device and its current torch stream; tensors are passed as device pointers."""
     cupy = _cupy()
-    stream = cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)
-    grid = blocks if blocks is not None else ((elements + threads - 1) // threads,)
-    values = tuple(a.data_ptr() if isinstance(a, torch.Tensor) else a for a in args)
-    with stream:
-        mod.get_function(kernel)(grid, (threads,), values, shared_mem=shared)
+    device = _device(args)
+    values = tuple(np.uint64(a.data_ptr()) if isinstance(a, torch.Tensor) else a for a in args)
+    with torch.cuda.device(device):
+        function = _function(module, kernel, device.index)
+        with _stream(cupy, device):
+            function(tuple(grid), (threads,), values, shared_mem=shared)
+
+
+def blocks(elements: int, threads: int = THREADS) -> tuple:
+    """A 1-D grid with one thread per element."""
+    return ((elements + threads - 1) // threads,)

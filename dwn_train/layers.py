@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .errors import DWNError
-from .lut import EFD_VARIANTS, MAX_N, efd_terms, lut_forward
+from .errors import DWNError, InvalidArgument
+from .lut import EFD_VARIANTS, MAX_N, LUTSpec, lut_forward, select_backend
 from .mapping import (
     LearnableMapping,
     _check_positive,
@@ -15,13 +15,31 @@ from .mapping import (
     random_mapping,
 )
 
+MAPPINGS = ("random", "arange", "learnable")
+
+
+def check_lut_args(input_size, output_size, n, mapping, efd, lm_tau) -> None:
+    """LUTLayer's argument checks (a mapping tensor is checked against the shape later); the
+    config validation calls this too, so every check is written once. Raises InvalidArgument."""
+    _check_positive("LUTLayer", "input_size", input_size)
+    _check_positive("LUTLayer", "output_size", output_size)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+        raise InvalidArgument("LUTLayer", "n", f"must be an integer in 1..{MAX_N} (inputs per LUT)", n)
+    if isinstance(mapping, str) and mapping not in MAPPINGS:
+        raise InvalidArgument("LUTLayer", "mapping", f"must be one of {', '.join(MAPPINGS)} or an integer tensor",
+                              mapping)
+    if efd not in EFD_VARIANTS:
+        raise InvalidArgument("LUTLayer", "efd", f"must be one of {', '.join(EFD_VARIANTS)}", efd)
+    if isinstance(lm_tau, bool) or not isinstance(lm_tau, (int, float)) or not lm_tau > 0:
+        raise InvalidArgument("LUTLayer", "lm_tau", "must be > 0", lm_tau)
+
 
 class LUTLayer(nn.Module):
     """A layer of `output_size` n-input lookup tables trained with the EFD.
 
-    Args:
-        input_size: I, width of the input (B, I).
-        output_size: N, number of LUTs (width of the output (B, N)).
+    Args (torch-dwn's names):
+        input_size: I, width of the input (B, I); stored as `in_features`.
+        output_size: N, number of LUTs (width of the output (B, N)); stored as `out_features`.
         n: inputs per LUT (1..16); each table has 2**n entries.
         mapping: 'random' (balanced random wiring), 'arange', 'learnable' (a LearnableMapping in
             front) or an integer tensor (N, n) of input indices.
@@ -32,49 +50,67 @@ class LUTLayer(nn.Module):
         clamp_luts: clamp the tables to [-1, 1] before each training forward.
         lm_tau: softmax temperature of the learnable mapping.
         efd: derivative estimate, 'exponential' (torch-dwn's), 'paper' (1/(H+1)) or 'fd'.
-    Attributes to set after construction: `backend` ('auto': the CUDA kernels for CUDA tensors
-    when CuPy works, else torch; 'cuda'; 'torch') and `deterministic` (CUDA kernels without float
-    atomics, bit-identical run to run).
-    The address bit order and EFD formulas are documented in dwn_train/lut.py.
+    Attributes to set after construction: `backend` ('auto': the CUDA kernels for float32 CUDA
+    tensors when CuPy works, else torch; 'cuda'; 'torch') and `deterministic` (CUDA kernels
+    without float atomics, bit-identical run to run). Both live in `spec` (a frozen LUTSpec, what
+    the LUT operation receives). The address bit order and EFD formulas: dwn_train/lut.py.
+    Arguments are validated here, once; a bad one raises InvalidArgument naming it.
     """
 
     def __init__(self, input_size, output_size, n, mapping="random", alpha=None, beta=None,
                  ste=True, clamp_luts=True, lm_tau=0.001, efd="exponential"):
         super().__init__()
-        _check_positive("input_size", input_size)
-        _check_positive("output_size", output_size)
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
-            raise DWNError(f"LUTLayer n (inputs per LUT) must be an integer in 1..{MAX_N}; got {n!r}.")
-        if efd not in EFD_VARIANTS:
-            raise DWNError(f"LUTLayer efd must be one of {', '.join(EFD_VARIANTS)}; got {efd!r}.")
-        self.input_size, self.output_size, self.n = input_size, output_size, n
-        self.alpha = 0.5 * 0.75 ** (n - 1) if alpha is None else float(alpha)
-        self.beta = 0.25 / 0.75 if beta is None else float(beta)
-        self.ste, self.clamp_luts, self.lm_tau, self.efd = bool(ste), bool(clamp_luts), lm_tau, efd
-        self._terms = efd_terms(efd, n, self.alpha, self.beta)
-        self.backend, self.deterministic = "auto", False
+        check_lut_args(input_size, output_size, n, mapping, efd, lm_tau)
+        self.in_features, self.out_features, self.n = input_size, output_size, n
+        self.clamp_luts, self.lm_tau = bool(clamp_luts), lm_tau
+        self.spec = LUTSpec(n=n, ste=bool(ste), efd=efd,
+                            alpha=0.5 * 0.75 ** (n - 1) if alpha is None else float(alpha),
+                            beta=0.25 / 0.75 if beta is None else float(beta))
+        # the backend's inverse mapping of a fixed wiring: (key, value), see _inverse
+        self._inverse_cache = None
         self.luts = nn.Parameter(torch.rand(output_size, 2**n) * 2 - 1)
         if isinstance(mapping, str) and mapping == "learnable":
             self.mapping = LearnableMapping(input_size, output_size * n, tau=lm_tau)
         else:
             self.register_buffer("mapping", self._fixed_mapping(mapping))
 
+    # torch-dwn's attribute names, and the spec's fields as attributes
+    input_size = property(lambda self: self.in_features)
+    output_size = property(lambda self: self.out_features)
+    ste = property(lambda self: self.spec.ste)
+    efd = property(lambda self: self.spec.efd)
+    alpha = property(lambda self: self.spec.alpha)
+    beta = property(lambda self: self.spec.beta)
+
+    @property
+    def backend(self) -> str:
+        return self.spec.backend
+
+    @backend.setter
+    def backend(self, name: str) -> None:
+        self.spec = self.spec.with_(backend=name)
+
+    @property
+    def deterministic(self) -> bool:
+        return self.spec.deterministic
+
+    @deterministic.setter
+    def deterministic(self, value: bool) -> None:
+        self.spec = self.spec.with_(deterministic=bool(value))
+
     def _fixed_mapping(self, mapping) -> torch.Tensor:
-        shape = (self.output_size, self.n)
+        shape = (self.out_features, self.n)
         if isinstance(mapping, str):
             if mapping == "random":
-                return random_mapping(self.input_size, *shape)
-            if mapping == "arange":
-                return arange_mapping(self.input_size, *shape)
-            raise DWNError(
-                f"LUTLayer mapping must be 'random', 'arange', 'learnable' or an integer tensor; got {mapping!r}."
-            )
+                return random_mapping(self.in_features, *shape)
+            return arange_mapping(self.in_features, *shape)  # the names were checked by check_lut_args
         tensor = torch.as_tensor(mapping)
         if tensor.dtype.is_floating_point or tensor.dtype == torch.bool or tuple(tensor.shape) != shape:
-            raise DWNError(f"LUTLayer mapping tensor must be integer with shape {shape}; got "
-                           f"{tensor.dtype} {tuple(tensor.shape)}.")
-        if tensor.numel() and not (0 <= int(tensor.min()) and int(tensor.max()) < self.input_size):
-            raise DWNError(f"LUTLayer mapping indices must lie in 0..{self.input_size - 1}.")
+            raise InvalidArgument("LUTLayer", "mapping", f"must be an integer tensor with shape {shape}",
+                                  f"{tensor.dtype} {tuple(tensor.shape)}")
+        if tensor.numel() and not (0 <= int(tensor.min()) and int(tensor.max()) < self.in_features):
+            raise InvalidArgument("LUTLayer", "mapping", f"indices must lie in 0..{self.in_features - 1}",
+                                  f"{int(tensor.min())}..{int(tensor.max())}")
         return tensor.to(torch.int64).clone()
 
     @property
@@ -84,21 +120,32 @@ class LUTLayer(nn.Module):
     def wiring(self) -> torch.Tensor:
         """The input indices (N, n) every LUT reads now (the argmax for a learnable mapping)."""
         if self.learnable:
-            return self.mapping.indices().view(self.output_size, self.n)
+            return self.mapping.indices().view(self.out_features, self.n)
         return self.mapping
 
+    def _inverse(self, backend):
+        """The backend's inverse mapping of the fixed wiring, computed once per wiring and backend
+        (the CUDA one synchronises, which a CUDA graph capture forbids on every step)."""
+        key = (backend.__name__, self.mapping.device, self.mapping.data_ptr(), self.mapping._version)
+        if self._inverse_cache is None or self._inverse_cache[0] != key:
+            self._inverse_cache = (key, backend.inverse_mapping(self.mapping, self.in_features))
+        return self._inverse_cache[1]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_input(x, self.input_size, "LUTLayer")
+        check_input(x, self.in_features, "LUTLayer")
         if self.training and self.clamp_luts:
             with torch.no_grad():
                 self.luts.clamp_(-1.0, 1.0)
         if self.learnable:
-            return lut_forward(x, self.luts, self, weights=self.mapping.weights)
-        return lut_forward(x, self.luts, self, mapping=self.mapping)
+            m = self.mapping
+            return lut_forward(x, self.luts, self.wiring(), self.spec, weights=m.weights,
+                               learnable=(m.tau, m.grad_buffer))
+        backend = select_backend(self.spec, x, self.luts)
+        return lut_forward(x, self.luts, self.mapping, self.spec, backend=backend, inverse=self._inverse(backend))
 
     def extra_repr(self) -> str:
         kind = "learnable" if self.learnable else "fixed"
-        return (f"input_size={self.input_size}, output_size={self.output_size}, n={self.n}, "
+        return (f"input_size={self.in_features}, output_size={self.out_features}, n={self.n}, "
                 f"mapping={kind}, efd={self.efd}, alpha={self.alpha:.4g}, beta={self.beta:.4g}")
 
 
@@ -111,7 +158,7 @@ class GroupSum(nn.Module):
 
     def __init__(self, k, tau=1):
         super().__init__()
-        _check_positive("GroupSum k", k)
+        _check_positive("GroupSum", "k", k)
         if not tau > 0:
             raise DWNError(f"GroupSum tau must be > 0; got {tau!r}.")
         self.k, self.tau = k, float(tau)
@@ -143,7 +190,7 @@ class ReductionHead(nn.Module):
 
     def __init__(self, in_features: int, num_classes: int, n: int = 2, tau: float = 1.0, efd: str = "exponential"):
         super().__init__()
-        _check_positive("in_features", in_features)
+        _check_positive("ReductionHead", "in_features", in_features)
         if num_classes < 2:
             raise DWNError(f"ReductionHead needs at least 2 classes; got {num_classes}.")
         self.num_classes, self.tau = num_classes, float(tau)

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .errors import DWNError
+from .errors import DWNError, InvalidArgument
 
 
 def random_mapping(input_size: int, output_size: int, n: int, generator=None) -> torch.Tensor:
@@ -33,38 +33,60 @@ def arange_mapping(input_size: int, output_size: int, n: int) -> torch.Tensor:
     return (torch.arange(output_size * n) % input_size).view(output_size, n)
 
 
-def mapping_backward(x, weights, module, grad, need_x: bool, need_w: bool):
+def mapping_backward(x, weights, tau: float, buffer: "GradBuffer", grad, need_x: bool, need_w: bool):
     """Gradients of out = x[:, argmax(weights, 0)] given grad = dLoss/d out (B, O).
 
     Returns (grad_x (B, I) or None, grad_w (I, O) or None). The weight gradient is written into
-    the module's reusable buffer (see LearnableMapping._grad_buffer).
+    `buffer` (see GradBuffer); tau is the softmax temperature of the input gradient.
     """
     grad_x = grad_w = None
     if need_w:
         signs = (2 * x - 1).t()
-        grad_w = torch.mm(signs, grad, out=module._grad_buffer(weights))
+        grad_w = torch.mm(signs, grad, out=buffer.get(weights))
         # a fresh alias (not the buffer itself), so autograd can take it as .grad without a copy
         grad_w = grad_w.detach()
     if need_x:
-        grad_x = grad @ torch.softmax(weights / module.tau, dim=0).t()
+        grad_x = grad @ torch.softmax(weights / tau, dim=0).t()
     return grad_x, grad_w
 
 
+class GradBuffer:
+    """Where a learnable mapping's weight gradient is written: one tensor reused across steps.
+
+    The gradient is as large as the weights (tens of MB); allocating it afresh every step costs
+    more page faults than the matmul itself on the CPU. When `weights.grad` still holds this
+    buffer (zero_grad(set_to_none=False), gradient accumulation), a fresh tensor is used instead
+    so autograd can add to the existing gradient. Like every .grad in torch, the tensor is
+    overwritten by a later backward: clone it to keep it.
+    """
+
+    def __init__(self):
+        self.tensor: torch.Tensor | None = None
+
+    def get(self, weights: torch.Tensor) -> torch.Tensor:
+        buffer, current = self.tensor, weights.grad
+        if (buffer is None or buffer.shape != weights.shape or buffer.dtype != weights.dtype
+                or buffer.device != weights.device):
+            buffer = self.tensor = torch.empty_like(weights)
+        if current is not None and current.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr():
+            return torch.empty_like(weights)
+        return buffer
+
+
 class LearnableMappingFunction(torch.autograd.Function):
-    """out = x[:, argmax(W, dim=0)] with the learnable-mapping backward."""
+    """out = x[:, index] (index = argmax(W, dim=0)) with the learnable-mapping backward."""
 
     @staticmethod
-    def forward(ctx, x, weights, module):
-        index = module.indices()
+    def forward(ctx, x, weights, index, tau, buffer):
         ctx.save_for_backward(x, weights)
-        ctx.module = module
+        ctx.tau, ctx.buffer = tau, buffer
         return x.index_select(1, index)
 
     @staticmethod
     def backward(ctx, grad):
         x, weights = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        return *mapping_backward(x, weights, ctx.module, grad, need_x, need_w), None
+        return *mapping_backward(x, weights, ctx.tau, ctx.buffer, grad, need_x, need_w), None, None, None
 
 
 class LearnableMapping(nn.Module):
@@ -79,12 +101,12 @@ class LearnableMapping(nn.Module):
 
     def __init__(self, input_size: int, output_size: int, tau: float = 0.001):
         super().__init__()
-        _check_positive("input_size", input_size)
-        _check_positive("output_size", output_size)
+        _check_positive("LearnableMapping", "input_size", input_size)
+        _check_positive("LearnableMapping", "output_size", output_size)
         if not tau > 0:
             raise DWNError(f"LearnableMapping tau must be > 0; got {tau!r}.")
         self.input_size, self.output_size, self.tau = input_size, output_size, float(tau)
-        self._weight_grad: torch.Tensor | None = None  # see _grad_buffer
+        self.grad_buffer = GradBuffer()
         self._cached_index = None  # set by cached_wiring
         self.weights = nn.Parameter(torch.rand(input_size, output_size))
 
@@ -98,25 +120,7 @@ class LearnableMapping(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.input_size, "LearnableMapping")
-        return LearnableMappingFunction.apply(x, self.weights, self)
-
-    def _grad_buffer(self, weights: torch.Tensor) -> torch.Tensor:
-        """Where the weight gradient is written: one buffer reused across steps.
-
-        The gradient is as large as the weights (tens of MB); allocating it afresh every step
-        costs more page faults than the matmul itself on the CPU. When `weights.grad` still holds
-        this buffer (zero_grad(set_to_none=False), gradient accumulation), a fresh tensor is used
-        instead so autograd can add to the existing gradient. Like every .grad in torch, the
-        tensor is overwritten by a later backward: clone it to keep it.
-        """
-        buffer = self._weight_grad
-        current = weights.grad
-        if (buffer is None or buffer.shape != weights.shape or buffer.dtype != weights.dtype
-                or buffer.device != weights.device):
-            buffer = self._weight_grad = torch.empty_like(weights)
-        if current is not None and current.untyped_storage().data_ptr() == buffer.untyped_storage().data_ptr():
-            return torch.empty_like(weights)
-        return buffer
+        return LearnableMappingFunction.apply(x, self.weights, self.indices(), self.tau, self.grad_buffer)
 
     def extra_repr(self) -> str:
         return f"input_size={self.input_size}, output_size={self.output_size}, tau={self.tau}"
@@ -138,9 +142,9 @@ def cached_wiring(model: nn.Module):
             m._cached_index = None
 
 
-def _check_positive(name: str, value) -> None:
+def _check_positive(owner: str, name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise DWNError(f"{name} must be a positive integer; got {value!r}.")
+        raise InvalidArgument(owner, name, "must be a positive integer", value)
 
 
 def check_input(x: torch.Tensor, width: int, who: str) -> None:

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import dwn_train as dwn
-from dwn_train.lut import derivative_table, efd_terms
+from dwn_train.lut import efd_terms
+from dwn_train.torch_lut import derivative_table
 import oracle
 
 
@@ -69,7 +70,7 @@ def test_factorised_derivative_table_for_large_n(n, variant):
 
 
 def test_matrix_and_factorised_paths_agree():
-    from dwn_train.lut import _factorised_table
+    from dwn_train.torch_lut import _factorised_table
 
     torch.manual_seed(0)
     luts = torch.rand(4, 64) * 2 - 1
