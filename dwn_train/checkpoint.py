@@ -1,8 +1,12 @@
 """Checkpoints: plain dicts of tensors and containers, written atomically, read with weights_only.
 
-Payload keys: format, version, model (state_dict), encoder (state_dict: the thresholds),
-optimizer, scheduler, rng (torch CPU and CUDA states), epoch, step, best_metric, monitor,
-config (the resolved config as plain data), data (num_classes, feature_shape, in_features).
+Payload keys (built by `make_payload`): format, version, model (state_dict), encoder (state_dict:
+the thresholds), optimizer, scheduler, rng (torch CPU and CUDA states), epoch, step, best_metric,
+monitor, config (the resolved config as plain data), data (num_classes, feature_shape,
+in_features).
+
+`restore(path)` is the one way back from a file to (config, encoder, model): dwn-eval, dwn-export
+and the benchmarks use it. (Resuming a run loads the payload into the objects the trainer built.)
 """
 
 from __future__ import annotations
@@ -11,14 +15,25 @@ import os
 import pickle
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from .errors import DWNError
 
 FORMAT = "dwn-train-checkpoint"
 VERSION = 1
+
+
+def make_payload(*, model, encoder, optimizer, scheduler, epoch: int, step: int, best_metric, monitor: str,
+                 config: dict, data: dict) -> dict:
+    """The checkpoint of a training run at the end of `epoch` (the keys in the module docstring)."""
+    return {"model": model.state_dict(), "encoder": encoder.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None, "rng": rng_state(),
+            "epoch": epoch, "step": step, "best_metric": best_metric, "monitor": monitor, "config": config,
+            "data": data}
 
 
 def save_checkpoint(payload: dict, path: Path) -> None:
@@ -75,3 +90,47 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class Restored:
+    """A trained network rebuilt from a checkpoint: `config` is the stored training config (over
+    today's defaults, see config.stored_config), `encoder` the fitted thermometer, `model` the
+    network in eval mode on the CPU, `data` the checkpoint's description of its data."""
+    path: Path
+    payload: dict
+    config: object
+    encoder: nn.Module
+    model: nn.Module
+    data: dict
+
+
+def restore(path, data_root=None) -> Restored:
+    """Read a checkpoint and rebuild its encoder and model from its own stored config; `data_root`
+    replaces the stored dataset.root (the data moved)."""
+    from .config import stored_config
+    from .model import build_encoder, build_model
+
+    payload = load_checkpoint(path)
+    where = f"checkpoint {str(path)!r}"
+    if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("data"), dict):
+        raise DWNError(f"{where} has no stored config or data description; it was not written by dwn-train.")
+    config = stored_config(payload["config"])
+    if data_root:
+        config.dataset.root = data_root
+    data = payload["data"]
+    encoder = build_encoder(config.encoding)
+    model = build_model(config.model, int(data["in_features"]), int(data["num_classes"]))
+    load_state(encoder, payload["encoder"], f"{where}'s encoder")
+    load_state(model, payload["model"], where)
+    return Restored(Path(path), payload, config, encoder, model.eval(), data)
+
+
+def load_state(module: nn.Module, state, what: str) -> None:
+    """module.load_state_dict(state), with a mismatch reported as one sentence."""
+    try:
+        module.load_state_dict(state)
+    except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DWNError(f"{what} does not fit the model its config describes (different layers or sizes?): "
+                       f"{first}") from exc

@@ -73,7 +73,7 @@ class ModelConfig:
 
 @dataclass
 class OptimizerConfig:
-    name: str = "adam"  # adam | adamw | sgd
+    kind: str = "adam"  # adam | adamw | sgd
     lr: float = 1e-2
     weight_decay: float = 0.0
     momentum: float = 0.9  # sgd only
@@ -106,6 +106,7 @@ class TrainerConfig:
     backend: str = "auto"  # auto | torch | cuda
     strategy: str = "single"  # single | ddp (launched by torchrun)
     cuda_graphs: bool = False  # capture one training step in a CUDA graph and replay it
+    deterministic: bool = False  # CUDA kernels: table gradients without float atomics (bit-identical runs)
     eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
     val_fraction: float = 0.0  # share of the training split held out for model selection
     threads: Optional[int] = None  # torch CPU threads; None keeps torch's default
@@ -163,10 +164,25 @@ def stored_config(plain: dict):
               "optimizer": OptimizerConfig, "scheduler": SchedulerConfig, "trainer": TrainerConfig,
               "logger": LoggerConfig}
     base = OmegaConf.create({name: OmegaConf.to_container(OmegaConf.structured(cls)) for name, cls in groups.items()})
+    plain = _renamed(plain)
     merged = OmegaConf.merge(base, plain)
     layer_defaults = OmegaConf.to_container(OmegaConf.structured(LayerConfig))
     merged.model.layers = [OmegaConf.merge(layer_defaults, layer) for layer in plain["model"]["layers"]]
     return merged
+
+
+# keys renamed since checkpoints were first written: (group, old name) -> new name
+_RENAMED = {("optimizer", "name"): "kind"}
+
+
+def _renamed(plain: dict) -> dict:
+    """A copy of a stored config with renamed keys under their new names."""
+    plain = {group: dict(values) if isinstance(values, dict) else values for group, values in plain.items()}
+    for (group, old), new in _RENAMED.items():
+        values = plain.get(group)
+        if isinstance(values, dict) and old in values:
+            values.setdefault(new, values.pop(old))
+    return plain
 
 
 def register_configs() -> None:

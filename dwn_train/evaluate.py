@@ -9,27 +9,13 @@ from pathlib import Path
 import torch
 
 from . import console
-from .checkpoint import load_checkpoint
-from .config import stored_config
+from .checkpoint import restore
 from .errors import DWNError
-from .model import build_model
-from .train import evaluate, prepare_data, resolve_device
+from .prepare import prepare_data, resolve_device
+from .scoring import evaluate, per_class
 
 SPLITS = ("test", "val", "train")
-
-
-def per_class(labels: torch.Tensor, preds: torch.Tensor, num_classes: int):
-    """Confusion matrix (label x prediction) and per-class support, precision, recall, f1."""
-    confusion = torch.bincount(labels * num_classes + preds, minlength=num_classes**2).view(num_classes, num_classes)
-    rows = []
-    for c in range(num_classes):
-        tp = confusion[c, c].item()
-        predicted, support = confusion[:, c].sum().item(), confusion[c].sum().item()
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        rows.append({"class": c, "support": support, "precision": precision, "recall": recall, "f1": f1})
-    return confusion, rows
+ENGINES = ("float", "packed")
 
 
 def _frozen(model, data):
@@ -49,24 +35,28 @@ def _packed_predictions(net, data, split: str) -> torch.Tensor:
     return torch.from_numpy(classes)
 
 
-def run_eval(cfg, run_dir: Path) -> float:
+def _check(cfg) -> None:
     if cfg.split not in SPLITS:
         raise DWNError(f"split must be one of {', '.join(SPLITS)}; got {cfg.split!r}.")
     if cfg.batch_size < 1:
         raise DWNError(f"batch_size must be a positive integer; got {cfg.batch_size}.")
-    payload = load_checkpoint(cfg.checkpoint)
-    train_cfg = stored_config(payload["config"])
-    if cfg.data_root:
-        train_cfg.dataset.root = cfg.data_root
+    if cfg.engine not in ENGINES:
+        raise DWNError(f"engine must be one of {', '.join(ENGINES)}; got {cfg.engine!r}.")
+
+
+def run_eval(cfg, run_dir: Path) -> float:
+    _check(cfg)
     device = resolve_device(cfg.device)
-    data = prepare_data(train_cfg, device, encoder_state=payload["encoder"])
+    restored = restore(cfg.checkpoint, cfg.data_root)
+    train_cfg, payload = restored.config, restored.payload
+    data = prepare_data(train_cfg, device, encoder=restored.encoder)
+    if data.describe() != restored.data:
+        raise DWNError(f"the data set now loaded for checkpoint {str(cfg.checkpoint)!r} is {data.describe()}, but "
+                       f"the checkpoint was trained on {restored.data}; point dataset options at the same data.")
     if cfg.split not in data.splits:
         raise DWNError(f"split={cfg.split} is not available: the run had trainer.val_fraction=0 (no validation split).")
-    model = build_model(train_cfg.model, data.in_features, data.num_classes).to(device)
-    model.load_state_dict(payload["model"])
+    model = restored.model  # on the CPU: frozen there, moved to the device to score
     bits, labels = data.splits[cfg.split]
-    if cfg.engine not in ("float", "packed"):
-        raise DWNError(f"engine must be float or packed; got {cfg.engine!r}.")
     net = _frozen(model, data) if cfg.engine == "packed" or cfg.cost else None  # frozen once, used twice
     if cfg.engine == "packed":
         preds, loss = _packed_predictions(net, data, cfg.split), None  # no logits: no loss

@@ -1,39 +1,55 @@
-"""Optimizers and learning-rate schedules from the `optimizer` and `scheduler` config groups."""
+"""Optimizers and learning-rate schedules from the `optimizer` and `scheduler` config groups:
+one table per group, kind -> builder. Values are checked before any data loads
+(dwn_train/validate.py); the builders trust them.
+"""
 
 from __future__ import annotations
 
 import torch
 
-from .errors import DWNError
+
+def _adam(cls):
+    def build(cfg, params, device, capturable: bool):
+        # fused kernels where torch has them: one pass over the (large) mapping weights per step.
+        # Capturable (CUDA graphs) keeps the step counters and the learning rate on the device, so
+        # a replayed step reads the schedule's current value instead of one baked in at capture.
+        lr = torch.tensor(float(cfg.lr), device=device) if capturable else cfg.lr
+        return cls(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=not capturable,
+                   capturable=capturable)
+    return build
+
+
+def _sgd(cfg, params, device, capturable: bool):
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+OPTIMIZERS = {"adam": _adam(torch.optim.Adam), "adamw": _adam(torch.optim.AdamW), "sgd": _sgd}
+# kinds that CUDA graph capture can replay with a live learning rate (trainer.cuda_graphs)
+CAPTURABLE = ("adam", "adamw")
+
+SCHEDULERS = {
+    "none": lambda cfg, optimizer, epochs: None,
+    "step": lambda cfg, optimizer, epochs: torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size,
+                                                                            gamma=cfg.gamma),
+    "multistep": lambda cfg, optimizer, epochs: torch.optim.lr_scheduler.MultiStepLR(
+        optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma),
+    "cosine": lambda cfg, optimizer, epochs: torch.optim.lr_scheduler.CosineAnnealingLR(
+        optimizer, T_max=epochs, eta_min=cfg.min_lr),
+}
 
 
 def build_optimizer(cfg, model: torch.nn.Module, capturable: bool = False) -> torch.optim.Optimizer:
-    """capturable=True keeps Adam's step counters on the device, as CUDA graph capture requires."""
-    if cfg.lr <= 0:
-        raise DWNError(f"optimizer.lr must be > 0; got {cfg.lr}.")
-    params = model.parameters()
-    # fused kernels where torch has them: one pass over the (large) mapping weights per step
-    if cfg.name == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                                fused=not capturable, capturable=capturable)
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
-                                 fused=not capturable, capturable=capturable)
-    if cfg.name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    raise DWNError(f"optimizer.name={cfg.name!r} is unknown; expected adam, adamw or sgd.")
+    """The `optimizer` group's optimizer over the model's parameters; capturable=True builds it for
+    CUDA graph capture (adam and adamw only; see CAPTURABLE)."""
+    device = next(model.parameters()).device
+    return OPTIMIZERS[cfg.kind](cfg, list(model.parameters()), device, capturable)
 
 
 def build_scheduler(cfg, optimizer, epochs: int):
     """A per-epoch schedule, or None for kind=none."""
-    if cfg.kind == "none":
-        return None
-    if cfg.kind == "step":
-        if cfg.step_size < 1:
-            raise DWNError(f"scheduler.step_size must be a positive integer; got {cfg.step_size}.")
-        return torch.optim.lr_scheduler.StepLR(optimizer, step_size=cfg.step_size, gamma=cfg.gamma)
-    if cfg.kind == "multistep":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
-    if cfg.kind == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs, eta_min=cfg.min_lr)
-    raise DWNError(f"scheduler.kind={cfg.kind!r} is unknown; expected step, multistep, cosine or none.")
+    return SCHEDULERS[cfg.kind](cfg, optimizer, epochs)
+
+
+def current_lr(optimizer) -> float:
+    """The first parameter group's learning rate as a float (it may be a device tensor)."""
+    return float(optimizer.param_groups[0]["lr"])

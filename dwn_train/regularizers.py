@@ -26,8 +26,6 @@ from torch import nn
 from .errors import DWNError
 from .layers import LUTLayer
 
-KINDS = ("none", "spectral", "spectral_printed")
-
 
 @lru_cache(maxsize=16)
 def printed_matrix(n: int, dtype: torch.dtype = torch.float32, device: str = "cpu") -> torch.Tensor:
@@ -59,11 +57,23 @@ def spectral(luts: torch.Tensor) -> torch.Tensor:
     return total
 
 
+PENALTIES = {"spectral": spectral, "spectral_printed": spectral_printed}
+KINDS = ("none", *PENALTIES)
+
+
 def regularization(model: nn.Module, kind: str) -> torch.Tensor | None:
     """The `kind` penalty summed over every LUTLayer in `model` (None for 'none')."""
     if kind not in KINDS:
         raise DWNError(f"model.regularizer.kind must be one of {', '.join(KINDS)}; got {kind!r}.")
     if kind == "none":
         return None
-    penalty = spectral if kind == "spectral" else spectral_printed
-    return sum(penalty(m.luts) for m in model.modules() if isinstance(m, LUTLayer))
+    return sum(PENALTIES[kind](m.luts) for m in model.modules() if isinstance(m, LUTLayer))
+
+
+def penalty(model: nn.Module, kind: str, weight: float):
+    """weight x the `kind` penalty of `model` as a function of no arguments, chosen once (the
+    training step calls it), or None when there is nothing to add."""
+    if kind == "none" or not weight:
+        return None
+    function, layers = PENALTIES[kind], [m for m in model.modules() if isinstance(m, LUTLayer)]
+    return lambda: weight * sum(function(m.luts) for m in layers)

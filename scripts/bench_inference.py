@@ -41,10 +41,10 @@ def load_images(root: str | None):
 
 def recipe(checkpoint: str | None, x_train):
     if checkpoint:
-        from dwn_train.export.run import load_trained
+        from dwn_train.checkpoint import restore
 
-        model, encoder, _, _ = load_trained(checkpoint)
-        return model, encoder
+        restored = restore(checkpoint)
+        return restored.model, restored.encoder
     torch.manual_seed(0)
     encoder = dwn.DistributiveThermometer(3).fit(x_train)
     model = torch.nn.Sequential(dwn.LUTLayer(2352, 2000, n=6, mapping="learnable"), dwn.LUTLayer(2000, 1000, n=6),

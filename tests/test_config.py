@@ -52,7 +52,7 @@ def test_default_is_the_torch_dwn_mnist_recipe(compose_cfg):
     assert cfg.dataset.kind == "mnist" and cfg.encoding.kind == "distributive" and cfg.encoding.num_bits == 3
     assert [(l.out_features, l.n, l.mapping) for l in cfg.model.layers] == [(2000, 6, "learnable"), (1000, 6, "random")]
     assert cfg.model.head.tau == pytest.approx(1 / 0.3)
-    assert (cfg.optimizer.name, cfg.optimizer.lr) == ("adam", 0.01)
+    assert (cfg.optimizer.kind, cfg.optimizer.lr) == ("adam", 0.01)
     assert (cfg.scheduler.kind, cfg.scheduler.step_size, cfg.scheduler.gamma) == ("step", 14, 0.1)
     assert (cfg.trainer.epochs, cfg.trainer.batch_size) == (30, 32)
 

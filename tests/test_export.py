@@ -13,7 +13,9 @@ import dwn_train as dwn
 from dwn_train.evaluate import run_eval
 from dwn_train.export.freeze import FrozenLayer, FrozenNetwork, InputFormat, freeze
 from dwn_train.export.packed import pack, predict_packed, unpack
-from dwn_train.export.run import float_predictions, load_trained, run_export
+from dwn_train.checkpoint import restore
+from dwn_train.data import load_dataset
+from dwn_train.export.run import float_predictions, run_export
 from dwn_train.train import train
 from conftest import SMALL
 
@@ -37,6 +39,12 @@ def digits_checkpoint(tmp_path_factory):
     return run / "checkpoints" / "last.pt"
 
 
+def _trained(checkpoint):
+    """(model, encoder, raw data) of a checkpoint, through the one restore path."""
+    restored = restore(checkpoint)
+    return restored.model, restored.encoder, load_dataset(restored.config.dataset)
+
+
 def _export_cfg(checkpoint, out, **kwargs):
     base = dict(checkpoint=str(checkpoint), format="json", out=str(out), verify=True, registered=False,
                 input_bits=None, frac_bits=None, vectors=120, yosys=False, data_root=None)
@@ -44,7 +52,7 @@ def _export_cfg(checkpoint, out, **kwargs):
 
 
 def test_frozen_network_equals_float_model_on_bytes(digits_checkpoint):
-    model, encoder, _, data = load_trained(digits_checkpoint)
+    model, encoder, data = _trained(digits_checkpoint)
     fmt = InputFormat.infer(data.x_train.numpy())
     assert (fmt.bits, fmt.frac_bits, fmt.signed) == (8, 0, False)  # digits are whole numbers 0..16
     net = freeze(model, encoder, fmt)
@@ -132,7 +140,7 @@ def test_packed_eval_engine_equals_float_eval(digits_checkpoint, tmp_path):
 def test_cost_report_counts(digits_checkpoint):
     from dwn_train.export.cost import cost_report, lut6_equivalents
 
-    model, encoder, _, data = load_trained(digits_checkpoint)
+    model, encoder, data = _trained(digits_checkpoint)
     report = cost_report(freeze(model, encoder, InputFormat.infer(data.x_train.numpy())), registered=True)
     assert report["LUTs (LUT-6 equivalents)"] == "180 (180)" and report["registers"] == 180
     assert report["popcount adder trees"].startswith("10 x 6-input")

@@ -10,30 +10,15 @@ import numpy as np
 import torch
 
 from .. import console
-from ..checkpoint import load_checkpoint
-from ..config import stored_config
+from ..checkpoint import restore
 from ..data import load_dataset
 from ..errors import DWNError
-from ..model import build_encoder, build_model
 from . import c as c_export
 from . import verilog as verilog_export
 from .cost import cost_report, yosys_luts
 from .freeze import FrozenNetwork, InputFormat, freeze
 
 FORMATS = ("json", "c", "verilog")
-
-
-def load_trained(checkpoint, data_root=None):
-    """(model in eval mode, encoder, the training config, the raw data) from a checkpoint."""
-    payload = load_checkpoint(checkpoint)
-    cfg = stored_config(payload["config"])
-    if data_root:
-        cfg.dataset.root = data_root
-    encoder = build_encoder(cfg.encoding)
-    encoder.load_state_dict(payload["encoder"])
-    model = build_model(cfg.model, payload["data"]["in_features"], payload["data"]["num_classes"])
-    model.load_state_dict(payload["model"])
-    return model.eval(), encoder, cfg, load_dataset(cfg.dataset)
 
 
 def float_predictions(model, encoder, net: FrozenNetwork, q: np.ndarray) -> np.ndarray:
@@ -71,7 +56,9 @@ def run_export(cfg, run_dir: Path) -> str:
         raise DWNError(f"format must be one of {', '.join(FORMATS)}; got {cfg.format!r}.")
     if cfg.vectors < 1:
         raise DWNError(f"vectors must be a positive integer; got {cfg.vectors}.")
-    model, encoder, train_cfg, data = load_trained(cfg.checkpoint, cfg.data_root)
+    restored = restore(cfg.checkpoint, cfg.data_root)
+    model, encoder = restored.model, restored.encoder
+    data = load_dataset(restored.config.dataset)
     fmt = InputFormat.infer(data.x_train.flatten(1).numpy(), cfg.input_bits, cfg.frac_bits)
     net = freeze(model, encoder, fmt)
     q = fmt.quantise(data.x_test.flatten(1).numpy()[: cfg.vectors])
