@@ -1,15 +1,14 @@
-"""Shared fixtures: compose configs with Hydra's compose API, run the console scripts in-process."""
+"""Shared fixtures: compose configs with Hydra's compose API, run the console scripts in-process.
+
+Hydra is imported inside the fixtures, not here: the GPU machine's image has no Hydra, and its
+kernel and layer tests must still collect there (the fixtures that need Hydra skip without it).
+"""
 
 from __future__ import annotations
 
 import sys
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-
-from dwn_train.config import register_configs
-from dwn_train.resources import conf_dir
 
 # a fast model for the small data sets used in tests
 SMALL = ["dataset=digits", "model=digits_small", "model.layers.0.out_features=300", "model.layers.1.out_features=200",
@@ -33,23 +32,37 @@ def fit_and_score(model, x_train, y_train, x_test, y_test, epochs: int, batch: i
         return (model(x_test).argmax(-1) == y_test).float().mean().item()
 
 
+def compose(overrides=(), config_name="train"):
+    """A composed config (train.yaml, eval.yaml or export.yaml) with `overrides`; GlobalHydra is
+    cleared before and after. Skips the calling test where Hydra is not installed."""
+    pytest.importorskip("hydra")
+    from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from dwn_train.config import register_configs
+    from dwn_train.resources import conf_dir
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
+    finally:
+        GlobalHydra.instance().clear()
+
+
 @pytest.fixture
 def compose_cfg():
-    """compose_cfg(overrides, config_name='train') -> DictConfig, with GlobalHydra cleared after."""
-    register_configs()
-
-    def _compose(overrides=(), config_name="train"):
-        GlobalHydra.instance().clear()
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-            return compose(config_name=config_name, overrides=list(overrides))
-
-    yield _compose
-    GlobalHydra.instance().clear()
+    """compose_cfg(overrides, config_name='train') -> DictConfig (see compose)."""
+    return compose
 
 
 @pytest.fixture
 def run_cli(monkeypatch, capsys):
-    """run_cli('train'|'eval', *overrides) -> (exit code, stdout, stderr), in this process."""
+    """run_cli('train'|'eval'|'export', *overrides) -> (exit code, stdout, stderr), in this process."""
+    pytest.importorskip("hydra")
+    from hydra.core.global_hydra import GlobalHydra
+
     from dwn_train import cli
 
     def _run(which, *overrides):
@@ -58,7 +71,7 @@ def run_cli(monkeypatch, capsys):
         monkeypatch.setattr(sys, "argv", [f"dwn-{which}", *overrides])
         code = 0
         try:
-            (cli.train_main if which == "train" else cli.eval_main)()
+            {"train": cli.train_main, "eval": cli.eval_main, "export": cli.export_main}[which]()
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         finally:

@@ -23,6 +23,7 @@ def _train_cmd(*overrides, flags=()):
     return ["dwn-train", *flags, *SMALL, "trainer.threads=1", *overrides]
 
 
+@pytest.mark.slow
 def test_train_then_eval_reproduces_accuracy(tmp_path):
     run = tmp_path / "run"
     subprocess.run(_train_cmd("trainer.epochs=2", f"hydra.run.dir={run}"), check=True, env=ENV, capture_output=True)
@@ -36,6 +37,7 @@ def test_train_then_eval_reproduces_accuracy(tmp_path):
     assert lines[0] == "index,label,prediction" and len(lines) == metrics["samples"] + 1
 
 
+@pytest.mark.slow
 def test_multirun_sweep_writes_one_folder_per_job(tmp_path):
     sweep = tmp_path / "sweep"
     subprocess.run(_train_cmd("trainer.epochs=1", "optimizer.lr=0.01,0.02", f"hydra.sweep.dir={sweep}", flags=["-m"]),
@@ -45,6 +47,7 @@ def test_multirun_sweep_writes_one_folder_per_job(tmp_path):
     assert json.loads((sweep / "1" / "metrics.jsonl").read_text())["lr"] == 0.02
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     common = ("model=digits_small", "trainer.batch_size=32", "trainer.epochs=6")
     whole, broken = tmp_path / "whole", tmp_path / "broken"
@@ -83,6 +86,7 @@ def test_user_errors_exit_2_without_traceback(which, overrides, words, run_cli, 
     assert words in out + err and "Traceback" not in out + err
 
 
+@pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     sweep = tmp_path / "sweep"
@@ -93,6 +97,7 @@ def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     assert [len(_rows(sweep / job)) for job in ("0", "1")] == [1, 1]
 
 
+@pytest.mark.slow
 def test_slurm_launcher_config_composes():
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
     shown = subprocess.run(["dwn-train", "hydra/launcher=slurm", "--cfg", "hydra"], check=True, env=ENV,

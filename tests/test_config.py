@@ -1,14 +1,17 @@
-"""Every option of every config group composes and builds; typos fail at compose time."""
-
+"""Every option of every config group composes, passes validation and builds; typos fail at
+compose time."""
 
 import pytest
+import torch
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ConfigKeyError, ValidationError
 
+from dwn_train import LUTLayer
 from dwn_train.data import load_dataset
 from dwn_train.model import build_encoder, build_model
 from dwn_train.optim import build_optimizer, build_scheduler
 from dwn_train.resources import conf_dir
+from dwn_train.validate import validate_train_config
 
 GROUPS = ["dataset", "encoding", "model", "optimizer", "scheduler", "trainer", "logger", "experiment"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((conf_dir() / g).glob("*.yaml"))]
@@ -30,10 +33,16 @@ def test_option_composes_and_builds(group, option, compose_cfg, tmp_path):
     if group == "dataset" and option == "openml":
         extra = ["dataset.data_id=61"]
     cfg = compose_cfg([override, *extra])
+    validate_train_config(cfg)
     encoder = build_encoder(cfg.encoding)
     width = cfg.model.layers[-1].out_features
     classes = next(c for c in (10, 5, 2) if width % c == 0)
     model = build_model(cfg.model, in_features=16 * encoder.num_bits, num_classes=classes)
+    layers = [m for m in model if isinstance(m, LUTLayer)]
+    assert [(m.in_features, m.out_features, m.n) for m in layers] == [
+        (i, l.out_features, l.n) for i, l in zip([16 * encoder.num_bits] + [l.out_features for l in cfg.model.layers],
+                                                 cfg.model.layers)]
+    assert model(torch.zeros(2, 16 * encoder.num_bits)).shape == (2, classes)
     optimizer = build_optimizer(cfg.optimizer, model)
     build_scheduler(cfg.scheduler, optimizer, cfg.trainer.epochs)
     if group == "dataset" and (option in NO_DOWNLOAD or option == "csv"):

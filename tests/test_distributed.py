@@ -34,6 +34,7 @@ def _rows(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_two_processes_make_the_same_update_as_one(tmp_path):
     # one SGD step on one global batch (the whole training split): the update is -lr * gradient
     common = ("trainer.epochs=1", "trainer.batch_size=2000", "optimizer=sgd", "optimizer.momentum=0")
@@ -46,6 +47,7 @@ def test_two_processes_make_the_same_update_as_one(tmp_path):
     assert _rows(tmp_path / "two")[0]["train_loss"] == pytest.approx(_rows(tmp_path / "one")[0]["train_loss"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_two_processes_train_well_write_once_and_resume(tmp_path):
     run = tmp_path / "run"
     _torchrun("trainer.epochs=2", f"hydra.run.dir={run}")

@@ -10,32 +10,22 @@ import torch
 from omegaconf import OmegaConf
 
 import dwn_train as dwn
+from dwn_train.checkpoint import restore
+from dwn_train.data import load_dataset
 from dwn_train.evaluate import run_eval
 from dwn_train.export.freeze import FrozenLayer, FrozenNetwork, InputFormat, freeze
 from dwn_train.export.packed import pack, predict_packed, unpack
-from dwn_train.checkpoint import restore
-from dwn_train.data import load_dataset
 from dwn_train.export.run import float_predictions, run_export
 from dwn_train.train import train
-from conftest import SMALL
+from conftest import SMALL, compose
 
 TINY = [*SMALL, "model.layers.0.out_features=120", "model.layers.1.out_features=60", "trainer.epochs=3"]
 
 
 @pytest.fixture(scope="module")
 def digits_checkpoint(tmp_path_factory):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from dwn_train.config import register_configs
-    from dwn_train.resources import conf_dir
-
-    register_configs()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=TINY)
-    GlobalHydra.instance().clear()
     run = tmp_path_factory.mktemp("digits")
-    train(cfg, run)
+    train(compose(TINY), run)
     return run / "checkpoints" / "last.pt"
 
 
@@ -104,6 +94,7 @@ def test_ties_go_to_the_lowest_class_everywhere(bit, tmp_path):
         assert _verify_c(net, tmp_path, q).startswith("PASS")
 
 
+@pytest.mark.slow
 def test_c_export_compiles_strictly_and_matches(digits_checkpoint, tmp_path):
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed")
@@ -112,6 +103,7 @@ def test_c_export_compiles_strictly_and_matches(digits_checkpoint, tmp_path):
     assert "malloc" not in (tmp_path / "dwn_model.c").read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("registered", [False, True])
 def test_verilog_export_simulates_and_matches(registered, digits_checkpoint, tmp_path):
     if shutil.which("iverilog") is None:
@@ -147,6 +139,7 @@ def test_cost_report_counts(digits_checkpoint):
     assert [lut6_equivalents(n) for n in (2, 6, 7, 8)] == [1, 1, 3, 7]
 
 
+@pytest.mark.slow
 def test_dwn_export_console_script(digits_checkpoint, tmp_path):
     result = subprocess.run(["dwn-export", f"checkpoint={digits_checkpoint}", "format=json", "verify=true",
                              f"out={tmp_path}/frozen", f"hydra.run.dir={tmp_path}/run"], capture_output=True, text=True)
@@ -172,6 +165,7 @@ def test_reduction_head_freezes_exactly(classes):
     assert len(np.unique(net.scores(x), axis=0)) > 1  # the outputs depend on the input
 
 
+@pytest.mark.slow
 def test_yosys_counts_the_whole_design(tmp_path):
     if shutil.which("yosys") is None:
         pytest.skip("yosys is not installed")
@@ -221,6 +215,7 @@ static const uint64_t dwn_tables_0[2] = {0x1u, 0x2u};
 """
 
 
+@pytest.mark.slow
 def test_c_runtime_template_is_plain_c(tmp_path):
     """The shipped runtime, unmodified, compiles strictly and runs when #included after a block."""
     if shutil.which("gcc") is None:

@@ -59,7 +59,7 @@ def test_ste_false_outputs_table_values():
 
 
 @pytest.mark.parametrize("variant", dwn.EFD_VARIANTS)
-@pytest.mark.parametrize("n", [9, 10])
+@pytest.mark.parametrize("n", [9, pytest.param(10, marks=pytest.mark.slow)])
 def test_factorised_derivative_table_for_large_n(n, variant):
     # n > 8 takes the factorised path (no cached matrix); compare with the vectorised oracle
     torch.manual_seed(n)

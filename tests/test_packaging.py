@@ -22,6 +22,7 @@ def test_resources_resolve_in_the_checkout():
     assert _files(ROOT / "conf") and _files(ROOT / "kernels")
 
 
+@pytest.mark.slow
 def test_wheel_ships_conf_and_kernels_and_resolves_them(tmp_path):
     pytest.importorskip("hatchling")
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",

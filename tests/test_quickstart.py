@@ -1,5 +1,6 @@
 """torch-dwn's README Quick Start, with only the import changed, learns scikit-learn's digits."""
 
+import pytest
 import torch
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
@@ -9,6 +10,7 @@ import dwn_train as dwn
 from conftest import fit_and_score
 
 
+@pytest.mark.slow
 def test_quick_start_model_learns_digits():
     torch.manual_seed(0)
     features, labels = load_digits(return_X_y=True)

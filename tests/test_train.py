@@ -1,18 +1,29 @@
-"""The training run in-process: learning, run-folder outputs, checkpoints and their errors."""
+"""The training run in-process: learning, run-folder outputs, the one validation pass, the step."""
 
 import json
-import os
-import pickle
 
 import pytest
 import torch
 
 from dwn_train import DWNError
-from dwn_train.checkpoint import load_checkpoint, save_checkpoint
+from dwn_train.checkpoint import load_checkpoint
 from dwn_train.train import train
-from conftest import SMALL
+from conftest import SMALL, compose
 
 
+def _last_row(run_dir):
+    return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def plain_run(tmp_path_factory):
+    """The 5-epoch SMALL digits run that config changes are compared with, trained once."""
+    run = tmp_path_factory.mktemp("plain")
+    train(compose([*SMALL, "trainer.epochs=5"]), run)
+    return run
+
+
+@pytest.mark.slow
 def test_digits_run_learns_and_writes_its_folder(compose_cfg, tmp_path):
     cfg = compose_cfg([*SMALL, "trainer.epochs=4", "trainer.val_fraction=0.1", "trainer.plot=true"])
     best = train(cfg, tmp_path)
@@ -29,61 +40,72 @@ def test_digits_run_learns_and_writes_its_folder(compose_cfg, tmp_path):
     assert isinstance(torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["model"], dict)
 
 
-def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
-    path = tmp_path / "last.pt"
-    save_checkpoint({"epoch": 1}, path)
-
-    def broken_save(obj, handle):
-        handle.write(b"partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
-        save_checkpoint({"epoch": 2}, path)
-    monkeypatch.undo()
-    assert load_checkpoint(path)["epoch"] == 1
-    assert os.listdir(tmp_path) == ["last.pt"]
-
-
-class Evil:
-    def __reduce__(self):
-        return (print, ("pwned",))
-
-
-@pytest.mark.parametrize("case, words", [
-    ("missing", "does not exist"), ("truncated", "truncated"), ("foreign", "not a dwn-train checkpoint"),
-    ("pickle", "unpickling"),
-])
-def test_bad_checkpoints_are_clear_errors(case, words, tmp_path):
-    path = tmp_path / "c.pt"
-    if case == "truncated":
-        save_checkpoint({"epoch": 1, "model": {"w": torch.zeros(1000)}}, path)
-        path.write_bytes(path.read_bytes()[:200])
-    elif case == "foreign":
-        torch.save({"state_dict": {}}, path)
-    elif case == "pickle":
-        path.write_bytes(pickle.dumps({"format": "dwn-train-checkpoint", "x": Evil()}, protocol=2))
-    with pytest.raises(DWNError, match=words):
-        load_checkpoint(path)
-
-
 @pytest.mark.parametrize("override, words", [
     ("trainer.batch_size=0", "batch_size"),
     ("model.layers.0.n=0", "n must be"),
     ("model.layers.0.n=17", "n must be"),
     ("model.layers.1.out_features=-5", "out_features"),
-    ("model.layers.1.out_features=205", "GroupSum"),
     ("trainer.device=tpu", "device"),
     ("trainer.cuda_graphs=true", "cuda_graphs"),
     ("trainer.backend=gpu", "backend"),
     ("trainer.checkpoint.monitor=test_acc", "never chooses"),
     ("trainer.checkpoint.monitor=val_acc", "val_fraction"),
+    ("model.layers.0.mapping=sideways", r"model.layers\[0\].mapping must be one of"),
+    ("model.layers.1.efd=central", r"model.layers\[1\].efd must be one of"),
+    ("model.layers.0.lm_tau=0", r"model.layers\[0\].lm_tau must be > 0"),
+    ("optimizer.kind=lion", "optimizer.kind must be one of adam, adamw, sgd"),
+    ("optimizer.lr=0", "optimizer.lr"),
+    ("scheduler.kind=warmup", "scheduler.kind"),
+    ("model.regularizer.kind=l3", "regularizer"),
+    ("model.head.kind=vote", "head.kind"),
+    ("trainer.val_fraction=1.5", "val_fraction"),
+    ("dataset.test_fraction=0", "test_fraction"),
+    ("encoding.kind=binary", "encoding.kind"),
 ])
-def test_config_values_are_checked(override, words, compose_cfg, tmp_path):
+def test_config_values_are_checked_before_any_data_loads(override, words, compose_cfg, tmp_path, monkeypatch):
+    def no_loading(cfg):
+        raise AssertionError("data was loaded before the config was checked")
+
+    monkeypatch.setattr("dwn_train.prepare.load_dataset", no_loading)
     cfg = compose_cfg([*SMALL, "trainer.epochs=1", override])
     with pytest.raises(DWNError, match=words):
         train(cfg, tmp_path)
     assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_width_that_groupsum_cannot_split_is_found_once_the_classes_are_known(compose_cfg, tmp_path):
+    with pytest.raises(DWNError, match="GroupSum"):
+        train(compose_cfg([*SMALL, "model.layers.1.out_features=205"]), tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_layer_errors_are_the_layers_own_under_the_config_key(compose_cfg, tmp_path):
+    import dwn_train as dwn
+
+    with pytest.raises(DWNError) as library:
+        dwn.LUTLayer(4, 2, n=0)
+    with pytest.raises(DWNError) as config:
+        train(compose_cfg([*SMALL, "model.layers.0.n=0"]), tmp_path)
+    assert str(library.value).startswith("LUTLayer n must be an integer in 1..16")
+    assert str(config.value) == "model.layers[0].n" + str(library.value)[len("LUTLayer n"):]
+
+
+def test_the_step_is_chosen_once_and_the_objective_has_the_penalty(compose_cfg):
+    from dwn_train.model import build_model
+    from dwn_train.train import _make_step, _objective
+
+    cfg = compose_cfg([*SMALL, "model.regularizer.kind=spectral", "model.regularizer.weight=0.5"])
+    torch.manual_seed(0)
+    model = build_model(cfg.model, 64 * 3, 10)
+    logits, labels = torch.randn(4, 10), torch.tensor([0, 1, 2, 3])
+    with_penalty = _objective(model, cfg.model.regularizer)(logits, labels, 0.25)
+    plain = torch.nn.functional.cross_entropy(logits, labels, reduction="sum") * 0.25
+    assert with_penalty.item() > plain.item()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    step = _make_step(model, optimizer, _objective(model, cfg.model.regularizer), cfg.trainer)
+    before = model[1].luts.detach().clone()
+    loss, out = step((torch.rand(8, 192) > 0.5).float(), torch.randint(0, 10, (8,)), 1 / 8)
+    assert out.shape == (8, 10) and loss.item() > 0 and not torch.equal(before, model[1].luts)
 
 
 def test_csv_errors(compose_cfg, tmp_path):
@@ -104,24 +126,18 @@ def test_absent_offline_dataset_says_how_to_fix(compose_cfg, tmp_path):
         train(cfg, tmp_path)
 
 
+@pytest.mark.slow
 def test_tensorboard_logger_writes_events(compose_cfg, tmp_path):
     pytest.importorskip("tensorboard")
     train(compose_cfg([*SMALL, "trainer.epochs=1", "logger=tensorboard"]), tmp_path)
     assert any((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [["model.regularizer.kind=spectral", "model.regularizer.weight=0.01"],
                                    ["model.head.kind=reduction", "model.layers.1.out_features=320", "model.head.tau=0.5"]])
-def test_regularizer_and_reduction_head_train_from_the_config(extra, compose_cfg, tmp_path):
-    base = [*SMALL, "trainer.epochs=5"]
-    train(compose_cfg(base), tmp_path / "plain")
-    train(compose_cfg(base + extra), tmp_path / "changed")
-    read = lambda p: json.loads((p / "metrics.jsonl").read_text().splitlines()[-1])
-    assert read(tmp_path / "changed")["train_loss"] != read(tmp_path / "plain")["train_loss"]
-    assert read(tmp_path / "changed")["test_acc"] > 0.5
+def test_regularizer_and_reduction_head_train_from_the_config(extra, plain_run, tmp_path):
+    train(compose([*SMALL, "trainer.epochs=5", *extra]), tmp_path)
+    assert _last_row(tmp_path)["train_loss"] != _last_row(plain_run)["train_loss"]
+    assert _last_row(tmp_path)["test_acc"] > 0.5
 
-
-def test_unknown_regularizer_and_head_are_clear_errors(compose_cfg, tmp_path):
-    for override, words in (("model.regularizer.kind=l3", "regularizer"), ("model.head.kind=vote", "head.kind")):
-        with pytest.raises(DWNError, match=words):
-            train(compose_cfg([*SMALL, override]), tmp_path)
