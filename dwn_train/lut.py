@@ -156,7 +156,7 @@ class LUTFunction(torch.autograd.Function):
         if grad_wires is not None:
             if weights is not None:
                 tau, buffer = ctx.learnable
-                wires = grad_wires.reshape(-1, grad_wires.shape[-1]).t()  # (B, N * n), wire j*n + l
+                wires = grad_wires.flatten(0, 1).t()  # (B, N * n), wire j*n + l
                 grad_x, grad_w = mapping_backward(x, weights, tau, buffer, wires, need_x, need_w)
             else:
                 grad_x = ctx.backend.scatter_wires(grad_wires, mapping, ctx.inverse, x.shape[1])
