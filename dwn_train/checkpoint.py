@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import DWNError
+from .errors import DWNError, RunError, os_reason
 
 FORMAT = "dwn-train-checkpoint"
 VERSION = 1
@@ -38,25 +38,42 @@ def make_payload(*, model, encoder, optimizer, scheduler, epoch: int, step: int,
 
 def save_checkpoint(payload: dict, path: Path) -> None:
     """Write `payload` to `path` via a temporary file in the same folder, fsync'd and renamed,
-    so a crash mid-write leaves the previous file intact."""
+    so a crash mid-write leaves the previous file intact. A write the system refuses (disk full,
+    no permission) raises a RunError naming the path and the reason."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
         with os.fdopen(fd, "wb") as handle:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except (OSError, RuntimeError) as exc:  # torch's zip writer reports a full disk as a RuntimeError
+        kept = f"the previous {path.name} is kept" if path.is_file() else "no earlier checkpoint existed"
+        raise RunError(f"could not write the checkpoint {path} ({os_reason(exc)}); {kept}.") from exc
     finally:
-        os.close(dir_fd)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+_TEMP_SUFFIX = ".tmp"
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files of checkpoint writes that a killed process left in `folder`
+    (only safe while no other process writes there: the run folder's lock ensures it)."""
+    stale = sorted(Path(folder).glob(f".*.pt.*{_TEMP_SUFFIX}")) if Path(folder).is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -67,8 +84,11 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise DWNError(f"checkpoint {str(path)!r} holds objects that would need unpickling arbitrary code; "
-                       "refusing to load it (dwn-train checkpoints hold only tensors and plain data).") from exc
+        if "Unsupported global" in str(exc):  # a real pickle that names classes or functions
+            raise DWNError(f"checkpoint {str(path)!r} holds objects that would need unpickling arbitrary code; "
+                           "refusing to load it (dwn-train checkpoints hold only tensors and plain data).") from exc
+        raise DWNError(f"checkpoint {str(path)!r} is not a torch checkpoint file (its bytes are not a file that "
+                       "torch.save wrote).") from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise DWNError(f"checkpoint {str(path)!r} is truncated or not a torch file ({type(exc).__name__}).") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -105,9 +125,9 @@ class Restored:
     data: dict
 
 
-def restore(path, data_root=None) -> Restored:
-    """Read a checkpoint and rebuild its encoder and model from its own stored config; `data_root`
-    replaces the stored dataset.root (the data moved)."""
+def restore(path, dataset: dict | None = None) -> Restored:
+    """Read a checkpoint and rebuild its encoder and model from its own stored config; `dataset`
+    ({key: value}, e.g. from data_overrides) replaces stored dataset keys (the data moved)."""
     from .config import stored_config
     from .model import build_encoder, build_model
 
@@ -116,14 +136,23 @@ def restore(path, data_root=None) -> Restored:
     if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("data"), dict):
         raise DWNError(f"{where} has no stored config or data description; it was not written by dwn-train.")
     config = stored_config(payload["config"])
-    if data_root:
-        config.dataset.root = data_root
+    for key, value in (dataset or {}).items():
+        config.dataset[key] = value
     data = payload["data"]
     encoder = build_encoder(config.encoding)
     model = build_model(config.model, int(data["in_features"]), int(data["num_classes"]))
     load_state(encoder, payload["encoder"], f"{where}'s encoder")
     load_state(model, payload["model"], where)
     return Restored(Path(path), payload, config, encoder, model.eval(), data)
+
+
+def data_overrides(cfg) -> dict:
+    """The dataset keys that dwn-eval's or dwn-export's `dataset.*` (and the older `data_root`)
+    override."""
+    overrides = {key: value for key, value in cfg.dataset.items() if value is not None}
+    if cfg.data_root and "root" not in overrides:
+        overrides["root"] = cfg.data_root
+    return overrides
 
 
 def load_state(module: nn.Module, state, what: str) -> None:

@@ -1,64 +1,104 @@
 """Console scripts: dwn-train, dwn-eval, dwn-export (Hydra apps over conf/train.yaml, eval.yaml, export.yaml).
 
-A user error (DWNError) prints one sentence on stderr and exits with status 2; so does a config
-that Hydra cannot compose (unknown option, misspelt key, wrong type).
+Exit status: 0 done; 2 a user error (a DWNError: one sentence naming the value, file or key, or
+a config Hydra cannot compose); 1 the environment stopped the run (a RunError or an OSError: disk
+full, unwritable folder, a verification mismatch); 130 Ctrl-C. Never a traceback for these.
+In a sweep (-m), a job that fails with a user or run error is recorded as failed (`failed.json`
+in its folder says why), returns NaN to the sweeper, and the other jobs run; the sweep then ends
+with one line naming the failed jobs and a non-zero status (dwn_train/sweep.py).
+
+Only Hydra and OmegaConf are imported before the command line is parsed: torch and the rest load
+when a job runs, so `--help` and composition errors are quick.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from .config import register_configs
-from .errors import DWNError
+from .config import EvalConfig, ExportConfig, TrainConfig, register_configs, unknown_keys
+from .errors import DWNError, Interrupted, RunError, os_reason
 from .resources import conf_dir
 
 register_configs()
 _CONF = str(conf_dir())
-_started = False
+_started = False  # set once a job (or a sweep) starts: a later exit status 1 is not Hydra's
 
 
-def _run(name: str, work, cfg):
+def _run(name: str, schema, work, cfg):
     global _started
     _started = True
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    sweep = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
             raise DWNError(f"no value for {', '.join(missing)}; pass it on the command line, e.g. {missing[0]}=...")
+        unknown = unknown_keys(cfg, schema)
+        if unknown:
+            raise DWNError(f"unknown key {', '.join(unknown)}: {name} has no such setting (misspelt? "
+                           f"`{name} --help` lists every key).")
         return work(cfg, run_dir)
-    except DWNError as exc:
-        print(f"{name}: error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    except KeyboardInterrupt:
+        _fail(name, Interrupted("interrupted before training started; nothing was saved."), run_dir, sweep)
+    except OSError as exc:
+        where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+        _fail(name, RunError(f"{where}{os_reason(exc)}."), run_dir, sweep)
+    except (DWNError, RunError, Interrupted) as exc:
+        _fail(name, exc, run_dir, sweep)
+    return float("nan")  # a failed job of a sweep
+
+
+def _fail(name: str, exc: Exception, run_dir: Path, sweep: bool) -> None:
+    """Report `exc` as one sentence on stderr and in the job's log; exit, or, in a sweep, record
+    the failure in the job's folder and let the sweep go on."""
+    label = "" if isinstance(exc, Interrupted) else "error: "
+    message = f"{name}: {label}{exc}"
+    print(message, file=sys.stderr)
+    try:  # the job's log (Hydra's file handler) says why the run ended
+        with (run_dir / f"{HydraConfig.get().job.name}.log").open("a") as log:
+            log.write(message + "\n")
+        if sweep and not isinstance(exc, Interrupted):
+            (run_dir / "failed.json").write_text(json.dumps({"exit_code": exc.exit_code, "error": str(exc)}) + "\n")
+            return
+    except OSError:
+        pass  # an unwritable folder was the error itself
+    sys.exit(exc.exit_code)
 
 
 @hydra.main(version_base="1.3", config_path=_CONF, config_name="train")
 def _train_app(cfg):
-    from . import console
-    from .train import train
+    def work(cfg, run_dir):
+        from .train import train
 
-    if _rank() == 0:
-        console.print_config(cfg)
-    return _run("dwn-train", train, cfg)
+        if _rank() == 0:
+            overrides = " ".join(HydraConfig.get().overrides.task) or "none"
+            print(f"dwn-train: overrides: {overrides}  (whole config: {run_dir / '.hydra' / 'config.yaml'})")
+        return train(cfg, run_dir)
+
+    return _run("dwn-train", TrainConfig, work, cfg)
 
 
 @hydra.main(version_base="1.3", config_path=_CONF, config_name="eval")
 def _eval_app(cfg):
     from .evaluate import run_eval
 
-    return _run("dwn-eval", run_eval, cfg)
+    return _run("dwn-eval", EvalConfig, run_eval, cfg)
 
 
 @hydra.main(version_base="1.3", config_path=_CONF, config_name="export")
 def _export_app(cfg):
     from .export.run import run_export
 
-    return _run("dwn-export", run_export, cfg)
+    return _run("dwn-export", ExportConfig, run_export, cfg)
 
 
 def _rank() -> int:
@@ -78,8 +118,39 @@ def _distributed_argv() -> None:
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
 
 
-def _entry(app) -> None:
+def _run_dir_problem(argv: list[str]) -> str | None:
+    """Why the run folder cannot be made, checked before Hydra tries (whose failure is a
+    traceback): the nearest existing folder on its path must be a writable directory."""
+    multirun = any(arg in ("-m", "--multirun") for arg in argv)
+    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
+    given = [arg[len(key):] for arg in argv if arg.startswith(key)]
+    path = Path(given[-1] if given else "outputs").absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"the run folder {path} cannot be made: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"the run folder {path} cannot be made: {existing} is not writable"
+    return None
+
+
+def _entry(name: str, app) -> None:
+    if "--version" in sys.argv[1:]:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"{name} {version('dwn-train')}")
+        except PackageNotFoundError:
+            print(f"{name} (not installed; running from a checkout)")
+        return
     _distributed_argv()
+    problem = None if any(a in ("--help", "-h", "--hydra-help", "--cfg", "-c") for a in sys.argv[1:]) \
+        else _run_dir_problem(sys.argv[1:])
+    if problem:
+        print(f"{name}: error: {problem}; choose another with hydra.run.dir=DIR (hydra.sweep.dir=DIR for -m).",
+              file=sys.stderr)
+        sys.exit(1)
     try:
         app()
     except SystemExit as exc:
@@ -90,15 +161,15 @@ def _entry(app) -> None:
 
 
 def train_main() -> None:
-    _entry(_train_app)
+    _entry("dwn-train", _train_app)
 
 
 def eval_main() -> None:
-    _entry(_eval_app)
+    _entry("dwn-eval", _eval_app)
 
 
 def export_main() -> None:
-    _entry(_export_app)
+    _entry("dwn-export", _export_app)
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node=N -m dwn_train.cli trainer.strategy=ddp ...

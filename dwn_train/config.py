@@ -1,13 +1,14 @@
 """Typed schemas of the configuration, registered in Hydra's ConfigStore.
 
-The YAML files under conf/ extend these (`defaults: [base_<group>, _self_]`), so a misspelt key
+The primary configs extend TrainConfig, EvalConfig or ExportConfig, which type every group node, so a misspelt key
 or a value of the wrong type fails when Hydra composes the config, with Hydra's own message.
 Keys mirror the constructor arguments they feed.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields
 from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -132,13 +133,22 @@ class TrainConfig:
 
 
 @dataclass
+class DataOverrides:
+    """Where dwn-eval and dwn-export find the data when it moved since training (null: as stored)."""
+    root: Optional[str] = None  # torchvision data sets: the folder holding <Name>/raw
+    path: Optional[str] = None  # csv: the training file
+    test_path: Optional[str] = None  # csv: the test file
+
+
+@dataclass
 class EvalConfig:
     checkpoint: str = MISSING
     split: str = "test"  # test | val | train
     batch_size: int = 4096
     device: str = "auto"
     save_predictions: bool = False
-    data_root: Optional[str] = None  # override the stored dataset.root (the data moved)
+    data_root: Optional[str] = None  # the same as dataset.root (kept for older command lines)
+    dataset: DataOverrides = field(default_factory=DataOverrides)
     engine: str = "float"  # float (the torch model) | packed (frozen network, 64 samples per word)
     cost: bool = False  # also print the frozen network's hardware cost report
 
@@ -154,7 +164,8 @@ class ExportConfig:
     frac_bits: Optional[int] = None  # null: as many as the data's range leaves
     vectors: int = 256  # test samples used for vectors.hex and verification
     yosys: bool = True  # verilog: add a yosys LUT-6 count when yosys is installed
-    data_root: Optional[str] = None
+    data_root: Optional[str] = None  # the same as dataset.root (kept for older command lines)
+    dataset: DataOverrides = field(default_factory=DataOverrides)
 
 
 def stored_config(plain: dict):
@@ -171,6 +182,44 @@ def stored_config(plain: dict):
     return merged
 
 
+# dataset keys that name files or folders: stored absolute, so a checkpoint finds its data from
+# any working directory
+_PATH_KEYS = ("root", "path", "test_path", "data_home")
+
+
+def stored_paths_absolute(plain: dict) -> dict:
+    """The resolved config as a checkpoint stores it: dataset paths made absolute."""
+    dataset = plain.get("dataset", {})
+    for key in _PATH_KEYS:
+        if dataset.get(key):
+            dataset[key] = os.path.abspath(dataset[key])
+    return plain
+
+
+def unknown_keys(cfg, schema, prefix: str = "") -> list[str]:
+    """Keys of `cfg` that the dataclass `schema` does not declare (Hydra's `+key=value` adds them
+    without complaint), searched through nested dataclasses and lists of them."""
+    names = {f.name: f.type for f in fields(schema)}
+    found = []
+    for key in cfg.keys():
+        if key not in names:
+            found.append(f"{prefix}{key}")
+            continue
+        inner = _SCHEMAS.get(names[key]) or _SCHEMAS.get(_list_item(names[key]))
+        value = cfg[key]
+        if inner is None or value is None or OmegaConf.is_missing(cfg, key):
+            continue
+        items = enumerate(value) if OmegaConf.is_list(value) else [(None, value)]
+        for index, item in items:
+            if OmegaConf.is_dict(item):
+                found += unknown_keys(item, inner, f"{prefix}{key}." + ("" if index is None else f"{index}."))
+    return found
+
+
+def _list_item(annotation: str):
+    return annotation[len("List["):-1] if isinstance(annotation, str) and annotation.startswith("List[") else None
+
+
 # keys renamed since checkpoints were first written: (group, old name) -> new name
 _RENAMED = {("optimizer", "name"): "kind"}
 
@@ -185,13 +234,17 @@ def _renamed(plain: dict) -> dict:
     return plain
 
 
+# the schemas by the name their fields are annotated with (annotations are strings here)
+_SCHEMAS = {cls.__name__: cls for cls in (DatasetConfig, EncodingConfig, LayerConfig, HeadConfig, RegularizerConfig,
+                                          ModelConfig, OptimizerConfig, SchedulerConfig, CheckpointConfig,
+                                          TrainerConfig, LoggerConfig, DataOverrides)}
+
+
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore (idempotent)."""
+    """Put the three primary schemas in Hydra's ConfigStore (idempotent). TrainConfig types every
+    group node, so the group files under conf/ need no schema of their own (and --help lists only
+    real options)."""
     store = ConfigStore.instance()
     store.store(name="base_train", node=TrainConfig)
     store.store(name="base_eval", node=EvalConfig)
     store.store(name="base_export", node=ExportConfig)
-    for group, node in (("dataset", DatasetConfig), ("encoding", EncodingConfig), ("model", ModelConfig),
-                        ("optimizer", OptimizerConfig), ("scheduler", SchedulerConfig),
-                        ("trainer", TrainerConfig), ("logger", LoggerConfig)):
-        store.store(group=group, name=f"base_{group}", node=node)

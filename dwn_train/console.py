@@ -6,35 +6,31 @@ import logging
 import sys
 from contextlib import contextmanager
 
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
-from rich.tree import Tree
 
 log = logging.getLogger("dwn_train")
-console = Console()
+# Off a terminal (logs, CI, files) rich would wrap at 80 columns and cut long cells with "...":
+# a wide console and folding cells keep every path whole.
+console = Console() if sys.stdout.isatty() else Console(width=200)
 
 
 def interactive() -> bool:
     return sys.stdout.isatty()
 
 
-def print_config(cfg) -> None:
-    tree = Tree("config")
+def model_summary(model) -> str:
+    """One line: the LUT layers (width, n, wiring), the head, LUTs and parameters."""
+    from .layers import LUTLayer
 
-    def add(node, data):
-        for key, value in data.items():
-            if isinstance(value, dict):
-                add(node.add(f"[bold]{key}"), value)
-            else:
-                node.add(f"{key}: {value}")
-
-    add(tree, OmegaConf.to_container(cfg, resolve=True))
-    if interactive():
-        console.print(tree)
-    else:
-        log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=True))
+    layers = [m for m in model.modules() if isinstance(m, LUTLayer)]
+    shown = ", ".join(f"{m.out_features} x LUT-{m.n} ({'learnable' if m.learnable else 'fixed'})"
+                      for m in model if isinstance(m, LUTLayer))
+    head = type(list(model)[-1]).__name__
+    params = sum(p.numel() for p in model.parameters())
+    return (f"model: {layers[0].in_features} inputs -> {shown} -> {head}; {sum(m.out_features for m in layers):,} "
+            f"LUTs, {params:,} parameters")
 
 
 @contextmanager
@@ -64,7 +60,7 @@ def epoch_line(row: dict) -> str:
 def summary_table(title: str, items: dict) -> None:
     table = Table(title=title)
     table.add_column("metric")
-    table.add_column("value", justify="right")
+    table.add_column("value", justify="right", overflow="fold")
     for key, value in items.items():
         table.add_row(key, f"{value:.4f}" if isinstance(value, float) else str(value))
     console.print(table)
@@ -72,10 +68,10 @@ def summary_table(title: str, items: dict) -> None:
 
 def class_table(per_class: list[dict], confusion) -> None:
     table = Table(title="per class")
-    for name in ("class", "support", "precision", "recall", "f1"):
+    for name in ("class", "label", "support", "precision", "recall", "f1"):
         table.add_column(name, justify="right")
     for row in per_class:
-        table.add_row(str(row["class"]), str(row["support"]),
+        table.add_row(str(row["class"]), str(row.get("name", row["class"])), str(row["support"]),
                       *(f"{row[k]:.4f}" for k in ("precision", "recall", "f1")))
     console.print(table)
     matrix = Table(title="confusion matrix (rows: label, columns: prediction)")

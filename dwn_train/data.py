@@ -24,6 +24,7 @@ class Splits:
     y_test: torch.Tensor
     num_classes: int
     name: str
+    class_names: list | None = None  # the original label of each class index, as text
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -40,6 +41,13 @@ def load_dataset(cfg) -> Splits:
         if not torch.isfinite(x).all():
             raise DWNError(f"The {name} split of dataset {splits.name!r} contains NaN or infinite values; "
                            "clean or impute the data first.")
+    present = torch.unique(splits.y_train)
+    if len(present) < 2:
+        label = splits.class_names[int(present[0])] if splits.class_names else int(present[0])
+        raise DWNError(f"The training split of dataset {splits.name!r} holds a single class ({label!r}); a "
+                       "classifier needs at least two classes to learn from.")
+    if splits.class_names is None:
+        splits.class_names = [str(c) for c in range(splits.num_classes)]
     return splits
 
 
@@ -50,12 +58,16 @@ def _from_numpy(name, x_train, y_train, x_test, y_test) -> Splits:
                   torch.as_tensor(encoded[: len(y_train)], dtype=torch.int64),
                   torch.as_tensor(np.asarray(x_test, dtype=np.float32)),
                   torch.as_tensor(encoded[len(y_train):], dtype=torch.int64),
-                  num_classes=len(labels), name=name)
+                  num_classes=len(labels), name=name, class_names=[str(label) for label in labels])
 
 
 def _split(name, x, y, cfg) -> Splits:
     from sklearn.model_selection import train_test_split
 
+    test = int(np.ceil(len(x) * cfg.test_fraction))
+    if len(x) - test < 1 or test < 1:
+        raise DWNError(f"dataset {name!r} has {len(x)} sample(s): too few to split into training and test parts "
+                       f"with dataset.test_fraction={cfg.test_fraction}; give more rows or a dataset.test_path.")
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=cfg.test_fraction,
                                                         random_state=cfg.split_seed)
     return _from_numpy(name, x_train, y_train, x_test, y_test)
@@ -71,14 +83,24 @@ def _torchvision(cfg) -> Splits:
     cls = getattr(tvd, name)
     try:
         parts = [cls(root=cfg.root, train=train, download=cfg.download) for train in (True, False)]
-    except RuntimeError as exc:
+    except Exception as exc:  # torchvision raises RuntimeError when absent, URLError/OSError offline
+        if cfg.download:
+            raise DWNError(f"{name} could not be downloaded into dataset.root={cfg.root!r} ({_first_line(exc)}); "
+                           f"without a network, copy {name}/raw from a machine that has it into that folder (and "
+                           "drop dataset.download), or try the bundled dataset=digits.") from exc
         raise DWNError(f"{name} was not found under dataset.root={cfg.root!r} (expected {Path(cfg.root) / name}); "
-                       "point dataset.root at a local copy or set dataset.download=true.") from exc
+                       "point dataset.root at a local copy, set dataset.download=true to fetch it, or try the tool "
+                       "at once on the bundled dataset=digits model=digits_small.") from exc
     tensors = []
     for part in parts:
         data = torch.as_tensor(np.asarray(part.data)).float().flatten(1)
         tensors += [data, torch.as_tensor(np.asarray(part.targets), dtype=torch.int64)]
-    return Splits(*tensors, num_classes=len(parts[0].classes), name=cfg.kind)
+    return Splits(*tensors, num_classes=len(parts[0].classes), name=cfg.kind, class_names=list(parts[0].classes))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _sklearn_bundled(cfg) -> Splits:
@@ -111,7 +133,7 @@ def _read_csv(path_value, target: str, what: str):
     if not path.is_file():
         raise DWNError(f"{what}={str(path)!r} does not exist or is not a file.")
     try:
-        with path.open(newline="") as handle:
+        with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: spreadsheets write a BOM
             rows = list(csv.reader(handle))
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DWNError(f"{what}={str(path)!r} could not be read as CSV ({exc}).") from exc

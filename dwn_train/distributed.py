@@ -53,6 +53,11 @@ class Context:
         return DistributedDataParallel(model, device_ids=ids)
 
 
+def launching_rank() -> int:
+    """This process's rank as torchrun announced it (0 without torchrun), before setup()."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def setup(strategy: str, device: torch.device) -> Context:
     """Join the process group that torchrun set up (strategy=ddp), or run alone (strategy=single)."""
     if strategy == "single":

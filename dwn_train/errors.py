@@ -1,13 +1,16 @@
-"""The exception types for mistakes a user can make (bad config values, files, data).
+"""The exceptions the command-line tools turn into one sentence on stderr and an exit status.
 
-Raised with one sentence that names what was wrong and what was expected; the command-line tools
-print that sentence without a traceback and exit with status 2. DWNError subclasses ValueError so
-library callers can catch it the usual way.
+DWNError: a mistake a user can make (bad config values, files, data), exit 2; it subclasses
+ValueError so library callers can catch it the usual way. RunError: the environment stopped a run
+(disk full, unwritable folder, a verification mismatch), exit 1. Interrupted: Ctrl-C, exit 130.
+Each is raised with one sentence that names what was wrong and what to do.
 """
 
 
 class DWNError(ValueError):
     """A user-caused error: bad argument, config value, file or data."""
+
+    exit_code = 2
 
 
 class InvalidArgument(DWNError):
@@ -24,3 +27,26 @@ class InvalidArgument(DWNError):
     def under(self, key: str) -> DWNError:
         """The same complaint about config key `key`."""
         return DWNError(f"{key} {self.problem}; got {self.value!r}.")
+
+
+class RunError(RuntimeError):
+    """Something outside the user's input stopped a run: a full disk, an unwritable folder, a
+    verification that found a mismatch. One sentence naming the path or sample and the reason;
+    the command-line tools exit with status 1."""
+
+    exit_code = 1
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a run, with a sentence saying where it stopped and how to resume (exit 130)."""
+
+    exit_code = 130
+
+
+
+def os_reason(exc: BaseException) -> str:
+    """The OS's reason in a few words ("No space left on device"), or the first line of the message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

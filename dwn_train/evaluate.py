@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from . import console
-from .checkpoint import restore
+from .checkpoint import data_overrides, restore
 from .errors import DWNError
 from .prepare import prepare_data, resolve_device
 from .scoring import evaluate, per_class
@@ -47,12 +47,10 @@ def _check(cfg) -> None:
 def run_eval(cfg, run_dir: Path) -> float:
     _check(cfg)
     device = resolve_device(cfg.device)
-    restored = restore(cfg.checkpoint, cfg.data_root)
+    restored = restore(cfg.checkpoint, data_overrides(cfg))
     train_cfg, payload = restored.config, restored.payload
-    data = prepare_data(train_cfg, device, encoder=restored.encoder)
-    if data.describe() != restored.data:
-        raise DWNError(f"the data set now loaded for checkpoint {str(cfg.checkpoint)!r} is {data.describe()}, but "
-                       f"the checkpoint was trained on {restored.data}; point dataset options at the same data.")
+    data = prepare_data(train_cfg, device, encoder=restored.encoder,
+                        expect=(restored.data, f"checkpoint {str(cfg.checkpoint)!r}"))
     if cfg.split not in data.splits:
         raise DWNError(f"split={cfg.split} is not available: the run had trainer.val_fraction=0 (no validation split).")
     model = restored.model  # on the CPU: frozen there, moved to the device to score
@@ -65,9 +63,13 @@ def run_eval(cfg, run_dir: Path) -> float:
     else:
         accuracy, loss, preds = evaluate(model.to(device), bits, labels, cfg.batch_size)
     confusion, rows = per_class(labels.cpu(), preds.cpu(), data.num_classes)
-    console.summary_table(f"dwn-eval ({cfg.split} split, epoch {payload['epoch']})",
-                          {"checkpoint": str(cfg.checkpoint), "samples": len(labels), "accuracy": accuracy,
-                           "loss": loss})
+    names = data.class_names
+    for row in rows:
+        row["name"] = names[row["class"]]
+    summary = {"checkpoint": str(cfg.checkpoint), "samples": len(labels), "accuracy": accuracy}
+    if loss is not None:  # the packed engine has no logits, so no loss
+        summary["loss"] = loss
+    console.summary_table(f"dwn-eval ({cfg.split} split, epoch {payload['epoch']}, engine {cfg.engine})", summary)
     console.class_table(rows, confusion.tolist())
     if cfg.cost:
         from .export.cost import cost_report
@@ -80,7 +82,9 @@ def run_eval(cfg, run_dir: Path) -> float:
     if cfg.save_predictions:
         with (run_dir / "predictions.csv").open("w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["index", "label", "prediction"])
-            writer.writerows(zip(range(len(labels)), labels.tolist(), preds.tolist()))
-    console.log.info("%s accuracy %.4f (%d samples)", cfg.split, accuracy, len(labels))
+            writer.writerow(["index", "label", "prediction", "label_name", "prediction_name"])
+            writer.writerows((i, a, b, names[a], names[b]) for i, (a, b) in enumerate(zip(labels.tolist(), preds.tolist())))
+    console.log.info("%s accuracy %.4f (%d samples); wrote %s", cfg.split, accuracy, len(labels),
+                     ", ".join(str(run_dir / f) for f in ("metrics.json", "predictions.csv")
+                               if f == "metrics.json" or cfg.save_predictions))
     return accuracy

@@ -25,11 +25,12 @@ class Prepared:
     feature_shape: tuple
     in_features: int
     raw: dict
+    class_names: list
 
     def describe(self) -> dict:
         """What a checkpoint records about the data (its `data` entry)."""
         return {"num_classes": self.num_classes, "feature_shape": list(self.feature_shape),
-                "in_features": self.in_features}
+                "in_features": self.in_features, "class_names": list(self.class_names)}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,10 +52,23 @@ def encode(encoder, x: torch.Tensor, device, chunk: int = 8192) -> torch.Tensor:
     return out.to(device)
 
 
-def prepare_data(cfg, device, encoder=None) -> Prepared:
+def _check_same_data(data, stored: dict, where: str) -> None:
+    have = (list(data.feature_shape), data.num_classes)
+    want = (list(stored["feature_shape"]), int(stored["num_classes"]))
+    if have != want:
+        raise DWNError(f"{where} was trained on data with feature shape {tuple(want[0])} and {want[1]} classes, but "
+                       f"dataset {data.name!r} has feature shape {tuple(have[0])} and {have[1]} classes: point the "
+                       "dataset options at the data it was trained on.")
+
+
+def prepare_data(cfg, device, encoder=None, expect=None) -> Prepared:
     """Load, split off validation (trainer.val_fraction, seeded by trainer.seed), fit a new encoder
-    on train only unless a fitted `encoder` is given, and encode every split."""
+    on train only unless a fitted `encoder` is given, and encode every split. `expect` = (a
+    checkpoint's `data` entry, what to call it): the loaded data must have its feature shape and
+    number of classes (checked before anything is encoded)."""
     data = load_dataset(cfg.dataset)
+    if expect is not None:
+        _check_same_data(data, *expect)
     frac = cfg.trainer.val_fraction
     x_train, y_train = data.x_train, data.y_train
     splits_raw = {"test": (data.x_test, data.y_test)}
@@ -71,4 +85,4 @@ def prepare_data(cfg, device, encoder=None) -> Prepared:
         encoder = build_encoder(cfg.encoding).fit(x_train)
     splits = {name: (encode(encoder, x, device), y.to(device)) for name, (x, y) in splits_raw.items()}
     return Prepared(splits, encoder, data.num_classes, data.feature_shape,
-                    input_width(data.feature_shape, encoder.num_bits), splits_raw)
+                    input_width(data.feature_shape, encoder.num_bits), splits_raw, data.class_names)

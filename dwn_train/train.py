@@ -8,15 +8,17 @@ an uninterrupted one without replaying any random stream.
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from . import console, distributed
+from . import console, distributed, rundir
 from .checkpoint import load_checkpoint, load_state, make_payload, save_checkpoint, set_rng_state
-from .errors import DWNError
+from .config import stored_paths_absolute
+from .errors import DWNError, Interrupted
 from .graphs import GraphStep
 from .layers import LUTLayer
 from .metrics import MetricsLog
@@ -34,14 +36,16 @@ def train(cfg, run_dir: Path) -> float:
     validate_train_config(cfg)  # every value, before any data is loaded
     device = resolve_device(t.device)
     _check_backend(t.backend, device)
-    run_dir.mkdir(parents=True, exist_ok=True)
     if t.threads:
         torch.set_num_threads(t.threads)
-    ctx = distributed.setup(t.strategy, device)
-    try:
-        return _train(cfg, run_dir, ctx)
-    finally:
-        distributed.teardown(ctx)
+    # rank 0 owns the run folder (lock, writable, stale temporaries gone); other DDP ranks share it
+    owner = rundir.own(run_dir) if distributed.launching_rank() == 0 else nullcontext(run_dir)
+    with owner:
+        ctx = distributed.setup(t.strategy, device)
+        try:
+            return _train(cfg, run_dir, ctx)
+        finally:
+            distributed.teardown(ctx)
 
 
 def _check_backend(name: str, device) -> None:
@@ -83,10 +87,16 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     resume = _resume_path(cfg, run_dir)
     state = load_checkpoint(resume) if resume is not None else None
 
+    if state is not None and state["epoch"] >= t.epochs:
+        raise DWNError(f"checkpoint {str(resume)!r} has already trained {state['epoch']} epochs and trainer.epochs="
+                       f"{t.epochs}: nothing is left to train; raise trainer.epochs to continue.")
     torch.manual_seed(t.seed)
-    data = prepare_data(cfg, device, encoder=_restore_encoder(cfg, state) if state else None)
+    data = prepare_data(cfg, device, encoder=_restore_encoder(cfg, state) if state else None,
+                        expect=(state["data"], f"checkpoint {str(resume)!r}") if state else None)
     model = build_model(cfg.model, data.in_features, data.num_classes).to(device)
     _set_backend(model, t)
+    if ctx.main:
+        console.log.info(console.model_summary(model))
     optimizer = build_optimizer(cfg.optimizer, model, capturable=t.cuda_graphs)
     scheduler = build_scheduler(cfg.scheduler, optimizer, t.epochs)
     monitor = monitor_key(t)
@@ -105,11 +115,15 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     log.keep_through(start_epoch - 1)
 
     x_train, y_train = data.splits["train"]
-    plain_config = OmegaConf.to_container(cfg, resolve=True)
+    plain_config = stored_paths_absolute(OmegaConf.to_container(cfg, resolve=True))
     trained = ctx.wrap(model)
     step_fn = _make_step(trained, optimizer, _objective(model, cfg.model.regularizer), t)
+    saved_epoch = start_epoch - 1 if state is not None else None
     for epoch in range(start_epoch, t.epochs + 1):
-        row, step = _train_epoch(trained, step_fn, optimizer, x_train, y_train, epoch, t, step, ctx)
+        try:
+            row, step = _train_epoch(trained, step_fn, optimizer, x_train, y_train, epoch, t, step, ctx)
+        except KeyboardInterrupt:
+            raise Interrupted(_interrupted(epoch, step, saved_epoch, run_dir)) from None
         if scheduler is not None:
             scheduler.step()
         if epoch % t.eval_every == 0 or epoch == t.epochs:
@@ -130,6 +144,7 @@ def _train(cfg, run_dir: Path, ctx) -> float:
             save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
         if t.checkpoint.save_last:
             save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
+            saved_epoch = epoch
     if not ctx.main:
         return float("nan")
     if t.plot and log.rows:
@@ -139,6 +154,13 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     console.summary_table("dwn-train", {"run dir": str(run_dir), f"best {monitor}": best,
                                         "final test_acc": final.get("test_acc"), "epochs": t.epochs})
     return float(best) if best is not None else float("nan")
+
+
+def _interrupted(epoch: int, step: int, saved_epoch, run_dir: Path) -> str:
+    if saved_epoch is None:
+        return f"interrupted at epoch {epoch}, step {step}, before any checkpoint was written; start the run again."
+    return (f"interrupted at epoch {epoch}, step {step}; the last checkpoint is epoch {saved_epoch} "
+            f"({run_dir / 'checkpoints' / 'last.pt'}); resume with `trainer.resume=auto hydra.run.dir={run_dir}`.")
 
 
 def _objective(model, reg):

@@ -8,6 +8,7 @@ import torch
 
 import dwn_train as dwn
 from dwn_train import DWNError
+from dwn_train.errors import RunError
 from dwn_train.checkpoint import load_checkpoint, make_payload, restore, save_checkpoint
 from dwn_train.config import stored_config
 from dwn_train.model import build_encoder, build_model
@@ -23,11 +24,32 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", broken_save)
-    with pytest.raises(OSError):
+    with pytest.raises(RunError, match=f"could not write the checkpoint {path} .disk full.; the previous last.pt is kept"):
         save_checkpoint({"epoch": 2}, path)
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def test_a_full_disk_in_torchs_zip_writer_is_one_sentence(tmp_path, monkeypatch):
+    def full(obj, handle):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 512 vs 448\nframe #0 ...")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(RunError, match=r"\(\[enforce fail at inline_container.cc:664\] . unexpected pos 512 vs 448\); "
+                                       "no earlier checkpoint existed"):
+        save_checkpoint({"epoch": 1}, tmp_path / "c" / "last.pt")
+    assert os.listdir(tmp_path / "c") == []
+
+
+def test_stale_temporaries_are_removed_and_nothing_else(tmp_path):
+    from dwn_train.checkpoint import remove_stale_temporaries
+
+    save_checkpoint({"epoch": 1}, tmp_path / "last.pt")
+    (tmp_path / ".last.pt.k2j3_x.tmp").write_bytes(b"half a checkpoint")
+    (tmp_path / "notes.tmp").write_text("mine")
+    assert remove_stale_temporaries(tmp_path) == [tmp_path / ".last.pt.k2j3_x.tmp"]
+    assert sorted(os.listdir(tmp_path)) == ["last.pt", "notes.tmp"]
 
 
 class Evil:
@@ -37,7 +59,7 @@ class Evil:
 
 @pytest.mark.parametrize("case, words", [
     ("missing", "does not exist"), ("truncated", "truncated"), ("foreign", "not a dwn-train checkpoint"),
-    ("pickle", "unpickling"),
+    ("pickle", "unpickling"), ("random", "not a torch checkpoint file"),
 ])
 def test_bad_checkpoints_are_clear_errors(case, words, tmp_path):
     path = tmp_path / "c.pt"
@@ -48,6 +70,8 @@ def test_bad_checkpoints_are_clear_errors(case, words, tmp_path):
         torch.save({"state_dict": {}}, path)
     elif case == "pickle":
         path.write_bytes(pickle.dumps({"format": "dwn-train-checkpoint", "x": Evil()}, protocol=2))
+    elif case == "random":
+        path.write_bytes(bytes(range(256)) * 12)
     with pytest.raises(DWNError, match=words):
         load_checkpoint(path)
 
@@ -70,7 +94,7 @@ def test_restore_rebuilds_the_same_network(tmp_path):
     cfg = compose(SMALL)
     model, encoder, payload = _trained_payload(cfg)
     save_checkpoint(payload, tmp_path / "c.pt")
-    restored = restore(tmp_path / "c.pt", data_root="/moved/data")
+    restored = restore(tmp_path / "c.pt", {"root": "/moved/data"})
     x = (torch.rand(7, 192) > 0.5).float()
     model.eval()
     assert torch.equal(restored.model(x), model(x)) and not restored.model.training

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -34,7 +35,7 @@ def test_train_then_eval_reproduces_accuracy(tmp_path):
     metrics = json.loads((ev / "metrics.json").read_text())
     assert metrics["accuracy"] == pytest.approx(_rows(run)[-1]["test_acc"], abs=1e-6)
     lines = (ev / "predictions.csv").read_text().splitlines()
-    assert lines[0] == "index,label,prediction" and len(lines) == metrics["samples"] + 1
+    assert lines[0] == "index,label,prediction,label_name,prediction_name" and len(lines) == metrics["samples"] + 1
 
 
 @pytest.mark.slow
@@ -103,3 +104,158 @@ def test_slurm_launcher_config_composes():
     shown = subprocess.run(["dwn-train", "hydra/launcher=slurm", "--cfg", "hydra"], check=True, env=ENV,
                            capture_output=True, text=True).stdout
     assert "SlurmLauncher" in shown and "gpus_per_node: 1" in shown
+
+
+# ---- faults a user can cause: one sentence, the right exit status, no traceback, nothing lost ----
+
+TINY = [*SMALL, "model.layers.0.out_features=60", "model.layers.1.out_features=30", "trainer.epochs=2"]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    from dwn_train.train import train
+    from conftest import compose
+
+    run = tmp_path_factory.mktemp("small_run")
+    train(compose(TINY), run)
+    return run
+
+
+def _clean(code, out, err, want_code, words):
+    assert code == want_code, (code, out, err)
+    assert words in out + err, out + err
+    assert "Traceback" not in out + err
+
+
+def test_unknown_keys_are_refused_even_with_plus(run_cli, tmp_path):
+    _clean(*run_cli("train", *SMALL, "+trainer.epoch=3", f"hydra.run.dir={tmp_path}"), 2,
+           "unknown key trainer.epoch: dwn-train has no such setting")
+    _clean(*run_cli("eval", "checkpoint=x.pt", "+splits=val", f"hydra.run.dir={tmp_path}/e"), 2, "unknown key splits")
+
+
+def test_resuming_with_fewer_epochs_says_so_and_the_log_says_why(small_run, run_cli):
+    before = (small_run / "checkpoints" / "last.pt").read_bytes()
+    _clean(*run_cli("train", *TINY, "trainer.epochs=1", "trainer.resume=auto", f"hydra.run.dir={small_run}"), 2,
+           "has already trained 2 epochs and trainer.epochs=1: nothing is left to train")
+    assert "nothing is left to train" in (small_run / "train.log").read_text()
+    assert (small_run / "checkpoints" / "last.pt").read_bytes() == before
+
+
+def test_resuming_on_another_data_set_names_both(small_run, run_cli, tmp_path):
+    _clean(*run_cli("train", *TINY, "trainer.epochs=3", "dataset=breast_cancer",
+                    f"trainer.resume={small_run}/checkpoints/last.pt",
+                    f"hydra.run.dir={tmp_path}"), 2,
+           "was trained on data with feature shape (64,) and 10 classes, but dataset 'breast_cancer' has feature "
+           "shape (30,) and 2 classes")
+
+
+@pytest.mark.parametrize("which", ["eval", "export"])
+def test_checkpoints_that_do_not_fit_their_config_are_one_sentence(which, small_run, run_cli, tmp_path):
+    from dwn_train.checkpoint import load_checkpoint, save_checkpoint
+
+    payload = load_checkpoint(small_run / "checkpoints" / "last.pt")
+    payload["config"]["model"]["layers"][1]["out_features"] = 40
+    save_checkpoint(payload, tmp_path / "wrong.pt")
+    del payload["config"]
+    save_checkpoint(payload, tmp_path / "bare.pt")
+    extra = ["format=json"] if which == "export" else []
+    _clean(*run_cli(which, f"checkpoint={tmp_path}/wrong.pt", *extra, f"hydra.run.dir={tmp_path}/a"), 2,
+           "does not fit the model its config describes")
+    _clean(*run_cli(which, f"checkpoint={tmp_path}/bare.pt", *extra, f"hydra.run.dir={tmp_path}/b"), 2,
+           "has no stored config")
+
+
+def test_eval_names_classes_and_finds_a_moved_csv(run_cli, tmp_path, monkeypatch):
+    from dwn_train.checkpoint import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    rows = "".join(f"{i % 9},{(i * 7) % 5},{'yes' if i % 9 > 4 else 'no'}\n" for i in range(120))
+    (tmp_path / "data.csv").write_text("a,b,answer\n" + rows)
+    csv_model = ["dataset=csv", "dataset.path=data.csv", "dataset.target=answer", "model=breast_cancer_small",
+                 "trainer.epochs=2", "trainer.plot=false"]
+    _clean(*run_cli("train", *csv_model, "hydra.run.dir=run"), 0, "dwn-train")
+    stored = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert stored["config"]["dataset"]["path"] == str(tmp_path / "data.csv")  # absolute
+    assert stored["data"]["class_names"] == ["no", "yes"]
+    (tmp_path / "moved").mkdir()
+    (tmp_path / "data.csv").rename(tmp_path / "moved" / "data.csv")
+    _clean(*run_cli("eval", "checkpoint=run/checkpoints/last.pt", "hydra.run.dir=ev1"), 2, "does not exist")
+    code, out, err = run_cli("eval", "checkpoint=run/checkpoints/last.pt", "dataset.path=moved/data.csv",
+                             "save_predictions=true", "engine=packed", "hydra.run.dir=ev2")
+    _clean(code, out, err, 0, str(tmp_path / "ev2" / "metrics.json"))
+    assert "yes" in out and "loss" not in out  # class names in the table; the packed engine has no loss
+    lines = (tmp_path / "ev2" / "predictions.csv").read_text().splitlines()
+    assert lines[0] == "index,label,prediction,label_name,prediction_name"
+    assert lines[1].split(",")[3] in ("no", "yes")
+
+
+def test_help_lists_real_options_and_version_is_ours(run_cli):
+    code, out, _ = run_cli("train", "--help")
+    assert code == 0 and "train a Differentiable Weightless Neural Network" in out
+    assert "optimizer: adam, adamw, sgd" in out and "base_" not in out and "powered by Hydra" not in out
+    code, out, _ = run_cli("eval", "--help")
+    assert code == 0 and "split: test" in out and "optimizer:" not in out and "mnist_2layer" not in out
+    code, out, _ = run_cli("export", "--help")
+    assert code == 0 and "format: verilog" in out and "optimizer:" not in out
+    code, out, _ = run_cli("train", "--version")
+    assert code == 0 and out.startswith("dwn-train ") and "Hydra" not in out
+
+
+def test_a_run_folder_that_cannot_be_made_is_exit_1(run_cli, tmp_path):
+    (tmp_path / "file").write_text("in the way")
+    _clean(*run_cli("train", *SMALL, f"hydra.run.dir={tmp_path}/file/run"), 1, "is a file, not a folder")
+
+
+@pytest.mark.slow
+def test_a_second_run_in_a_live_run_folder_is_refused(tmp_path):
+    run = tmp_path / "run"
+    first = subprocess.Popen(_train_cmd("model=digits_small", "trainer.epochs=4", f"hydra.run.dir={run}"), env=ENV,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / ".lock").is_file():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    second = subprocess.run(_train_cmd("trainer.epochs=1", "trainer.seed=9", f"hydra.run.dir={run}"), env=ENV,
+                            capture_output=True, text=True)
+    assert first.wait() == 0
+    assert second.returncode == 2 and "is in use by another running dwn-train" in second.stderr
+    assert "Traceback" not in second.stderr
+    assert [r["epoch"] for r in _rows(run)] == [1, 2, 3, 4]  # the first run's rows only
+
+
+@pytest.mark.slow
+def test_a_sweep_survives_a_bad_job_and_reports_it(tmp_path):
+    sweep = tmp_path / "sweep"
+    result = subprocess.run(_train_cmd("trainer.epochs=1", "model.layers.0.n=0,6", f"hydra.sweep.dir={sweep}",
+                                       flags=["-m"]), env=ENV, capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "1 of 2 sweep jobs failed" in result.stderr and "job 0: model.layers[0].n must be" in result.stderr
+    assert "model.layers[0].n" in json.loads((sweep / "0" / "failed.json").read_text())["error"]
+    assert len(_rows(sweep / "1")) == 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_says_where_and_how_to_resume(tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "dwn_train.cli", *SMALL, "trainer.threads=1", "model=digits_small",
+                             "trainer.batch_size=16", "trainer.epochs=50", f"hydra.run.dir={run}"], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoints" / "last.pt").is_file():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole process group
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in out + err
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"]
+    assert f"the last checkpoint is epoch {saved}" in err
+    assert f"resume with `trainer.resume=auto hydra.run.dir={run}`" in err
+
+
+@pytest.mark.slow
+def test_tables_off_a_terminal_keep_long_paths_whole(tmp_path):
+    run = tmp_path / ("a-rather-long-folder-name-" * 4) / "run"
+    result = subprocess.run(_train_cmd("trainer.epochs=1", f"hydra.run.dir={run}"), env=ENV, capture_output=True,
+                            text=True, check=True)
+    assert str(run) in result.stdout and "…" not in result.stdout

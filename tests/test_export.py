@@ -11,6 +11,7 @@ from omegaconf import OmegaConf
 
 import dwn_train as dwn
 from dwn_train.checkpoint import restore
+from dwn_train.config import EvalConfig, ExportConfig
 from dwn_train.data import load_dataset
 from dwn_train.evaluate import run_eval
 from dwn_train.export.freeze import FrozenLayer, FrozenNetwork, InputFormat, freeze
@@ -36,9 +37,12 @@ def _trained(checkpoint):
 
 
 def _export_cfg(checkpoint, out, **kwargs):
-    base = dict(checkpoint=str(checkpoint), format="json", out=str(out), verify=True, registered=False,
-                input_bits=None, frac_bits=None, vectors=120, yosys=False, data_root=None)
-    return OmegaConf.create({**base, **kwargs})
+    base = dict(checkpoint=str(checkpoint), format="json", out=str(out), verify=True, vectors=120, yosys=False)
+    return OmegaConf.merge(OmegaConf.structured(ExportConfig), {**base, **kwargs})
+
+
+def _eval_cfg(**kwargs):
+    return OmegaConf.merge(OmegaConf.structured(EvalConfig), dict(device="cpu", **kwargs))
 
 
 def test_frozen_network_equals_float_model_on_bytes(digits_checkpoint):
@@ -121,11 +125,10 @@ def test_verilog_export_simulates_and_matches(registered, digits_checkpoint, tmp
 
 
 def test_packed_eval_engine_equals_float_eval(digits_checkpoint, tmp_path):
-    cfg = dict(checkpoint=str(digits_checkpoint), split="test", batch_size=4096, device="cpu", save_predictions=True,
-               data_root=None, cost=True)
-    float_acc = run_eval(OmegaConf.create({**cfg, "engine": "float"}), tmp_path)
+    cfg = dict(checkpoint=str(digits_checkpoint), save_predictions=True, cost=True)
+    float_acc = run_eval(_eval_cfg(**cfg, engine="float"), tmp_path)
     float_preds = (tmp_path / "predictions.csv").read_text()
-    packed_acc = run_eval(OmegaConf.create({**cfg, "engine": "packed"}), tmp_path)
+    packed_acc = run_eval(_eval_cfg(**cfg, engine="packed"), tmp_path)
     assert packed_acc == float_acc and (tmp_path / "predictions.csv").read_text() == float_preds
 
 
@@ -187,10 +190,8 @@ def test_checkpoints_from_before_a_config_key_existed_still_evaluate(digits_chec
     del old["config"]["model"]["regularizer"], old["config"]["model"]["head"]["n"]
     del old["config"]["trainer"]["strategy"], old["config"]["model"]["layers"][0]["efd"]
     save_checkpoint(old, tmp_path / "old.pt")
-    cfg = dict(split="test", batch_size=4096, device="cpu", save_predictions=False, data_root=None, cost=False,
-               engine="float")
-    new_acc = run_eval(OmegaConf.create({**cfg, "checkpoint": str(digits_checkpoint)}), tmp_path)
-    old_acc = run_eval(OmegaConf.create({**cfg, "checkpoint": str(tmp_path / "old.pt")}), tmp_path)
+    new_acc = run_eval(_eval_cfg(checkpoint=str(digits_checkpoint)), tmp_path)
+    old_acc = run_eval(_eval_cfg(checkpoint=str(tmp_path / "old.pt")), tmp_path)
     assert old_acc == new_acc
 
 
@@ -252,3 +253,27 @@ def test_c_export_splices_only_data_into_the_templates(tmp_path):
             (tmp_path / filename).write_text(text)
         subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "tiny.c"], cwd=tmp_path,
                        check=True)
+
+
+@pytest.mark.slow
+def test_a_verification_mismatch_names_the_first_sample(digits_checkpoint, tmp_path, monkeypatch):
+    """A C export whose tables were corrupted after writing: RunError with the first bad sample."""
+    import re
+
+    from dwn_train.errors import RunError
+    from dwn_train.export import c as c_export
+
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    real_write = c_export.write
+
+    def corrupted_write(net, out_dir, class_names=None):
+        paths = real_write(net, out_dir, class_names)
+        source = out_dir / "dwn_model.c"
+        source.write_text(re.sub(r"0x[0-9a-f]{16}u", "0x0000000000000000u", source.read_text()))
+        return paths
+
+    monkeypatch.setattr(c_export, "write", corrupted_write)
+    with pytest.raises(RunError, match=r"verification of the c export in .* failed: FAIL \d+ of 120 samples; the first "
+                                       r"is sample \d+: expected class \d, scores \["):
+        run_export(_export_cfg(digits_checkpoint, tmp_path, format="c"), tmp_path)

@@ -181,3 +181,10 @@ def freeze(model, encoder, input_format: InputFormat) -> FrozenNetwork:
     if head.num_classes == 2:
         layers.append(FrozenLayer(np.zeros((2, 1), dtype=np.int64), np.array([[1, 0], [0, 1]], dtype=np.uint8)))
     return FrozenNetwork(input_format, num_features, thresholds, layers, head.num_classes)
+
+
+def classes_markdown(num_classes: int, class_names=None) -> str:
+    """A README section: each class index and the label it stands for in the training data."""
+    names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
+    rows = "\n".join(f"| {c} | {name} |" for c, name in enumerate(names))
+    return f"## Classes\n\n| class_id | label in the training data |\n|---|---|\n{rows}\n"

@@ -10,9 +10,9 @@ import numpy as np
 import torch
 
 from .. import console
-from ..checkpoint import restore
+from ..checkpoint import data_overrides, restore
 from ..data import load_dataset
-from ..errors import DWNError
+from ..errors import DWNError, RunError
 from . import c as c_export
 from . import verilog as verilog_export
 from .cost import cost_report, yosys_luts
@@ -38,8 +38,13 @@ def _verify_c(net, out_dir: Path, q: np.ndarray) -> str:
     out = subprocess.run([str(binary)], input=text, capture_output=True, text=True, check=True).stdout
     got = np.array([[int(v) for v in line.split()] for line in out.splitlines()])
     classes, scores = net.predict(q), net.scores(q)
-    ok = (got[:, 0] == classes).all() and (got[:, 1] == classes).all() and (got[:, 2:] == scores).all()
-    return f"{'PASS' if ok else 'FAIL'} {len(q)} samples (per-sample and batch functions, classes and scores)"
+    wrong = np.flatnonzero((got[:, 0] != classes) | (got[:, 1] != classes) | (got[:, 2:] != scores).any(axis=1))
+    if len(wrong):
+        i = int(wrong[0])
+        return (f"FAIL {len(wrong)} of {len(q)} samples; the first is sample {i}: expected class {classes[i]}, "
+                f"scores {scores[i].tolist()}; the C code gave classes {got[i, 0]} (per sample) and {got[i, 1]} "
+                f"(batch), scores {got[i, 2:].tolist()}")
+    return f"PASS {len(q)} samples (per-sample and batch functions, classes and scores)"
 
 
 def _verify_verilog(out_dir: Path) -> str:
@@ -48,7 +53,10 @@ def _verify_verilog(out_dir: Path) -> str:
     subprocess.run(["iverilog", "-g2001", "-o", "sim", "dwn_tb.v", "dwn_top.v"], cwd=out_dir, check=True)
     out = subprocess.run(["vvp", "sim"], cwd=out_dir, capture_output=True, text=True, check=True).stdout
     verdict = [line for line in out.splitlines() if line.startswith(("PASS", "FAIL"))]
-    return verdict[-1] if verdict else "FAIL (no verdict from the testbench)"
+    first = next((line for line in out.splitlines() if line.startswith("MISMATCH")), None)
+    if not verdict:
+        return "FAIL (no verdict from the testbench)"
+    return verdict[-1] + (f"; the first: {first[len('MISMATCH '):]} (expected: vectors.hex)" if first else "")
 
 
 def run_export(cfg, run_dir: Path) -> str:
@@ -56,14 +64,20 @@ def run_export(cfg, run_dir: Path) -> str:
         raise DWNError(f"format must be one of {', '.join(FORMATS)}; got {cfg.format!r}.")
     if cfg.vectors < 1:
         raise DWNError(f"vectors must be a positive integer; got {cfg.vectors}.")
-    restored = restore(cfg.checkpoint, cfg.data_root)
+    restored = restore(cfg.checkpoint, data_overrides(cfg))
     model, encoder = restored.model, restored.encoder
+    class_names = restored.data.get("class_names")
     data = load_dataset(restored.config.dataset)
     fmt = InputFormat.infer(data.x_train.flatten(1).numpy(), cfg.input_bits, cfg.frac_bits)
     net = freeze(model, encoder, fmt)
     q = fmt.quantise(data.x_test.flatten(1).numpy()[: cfg.vectors])
-    if not (net.predict(q) == float_predictions(model, encoder, net, q)).all():
-        raise RuntimeError("the frozen network disagrees with the float model: please report this bug")
+    expected = float_predictions(model, encoder, net, q)
+    differ = np.flatnonzero(net.predict(q) != expected)
+    if len(differ):
+        i = int(differ[0])
+        raise RunError(f"the frozen network disagrees with the float model on {len(differ)} of {len(q)} test samples "
+                       f"(the first is sample {i}: class {net.predict(q[i:i + 1])[0]} instead of {expected[i]}); "
+                       "nothing was written: please report this as a bug.")
     out_dir = Path(cfg.out) if cfg.out else run_dir / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
     verdict = "not verified (verify=false)"
@@ -73,11 +87,11 @@ def run_export(cfg, run_dir: Path) -> str:
             again = FrozenNetwork.from_json((out_dir / "frozen.json").read_text())
             verdict = f"{'PASS' if (again.predict(q) == net.predict(q)).all() else 'FAIL'} {len(q)} samples"
     elif cfg.format == "c":
-        c_export.write(net, out_dir)
+        c_export.write(net, out_dir, class_names)
         if cfg.verify:
             verdict = _verify_c(net, out_dir, q)
     else:
-        verilog_export.write(net, out_dir, q, registered=cfg.registered)
+        verilog_export.write(net, out_dir, q, registered=cfg.registered, class_names=class_names)
         if cfg.verify:
             verdict = _verify_verilog(out_dir)
     report = cost_report(net, registered=cfg.registered)
@@ -87,5 +101,5 @@ def run_export(cfg, run_dir: Path) -> str:
                                               f"{fmt.frac_bits} fraction bits", **report, "verify": verdict}
     console.summary_table(f"dwn-export format={cfg.format}", report)
     if verdict.startswith("FAIL"):
-        raise RuntimeError(f"export verification failed: {verdict}")
+        raise RunError(f"verification of the {cfg.format} export in {out_dir} failed: {verdict}.")
     return verdict

@@ -1,0 +1,50 @@
+"""The run folder a training run owns: one live run per folder, stale temporaries removed."""
+
+import subprocess
+import sys
+
+import pytest
+
+from dwn_train import DWNError
+from dwn_train.errors import RunError
+from dwn_train.rundir import own
+
+
+def test_a_second_owner_is_refused_while_the_first_holds_the_folder(tmp_path):
+    with own(tmp_path):
+        with pytest.raises(DWNError, match=f"the run folder {tmp_path} is in use by another running dwn-train"):
+            with own(tmp_path):
+                pass
+        # another process is refused too (flock is per open file, and per process)
+        code = subprocess.run([sys.executable, "-c", f"from dwn_train.rundir import own\nwith own({str(tmp_path)!r}): pass"],
+                              capture_output=True, text=True)
+        assert code.returncode != 0 and "is in use" in code.stderr
+    with own(tmp_path):  # released on exit
+        pass
+
+
+def test_a_killed_owner_leaves_no_lock(tmp_path):
+    holder = subprocess.Popen([sys.executable, "-c", f"from dwn_train.rundir import own\nimport time\n"
+                               f"with own({str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    holder.kill()
+    holder.wait()
+    with own(tmp_path):
+        pass
+
+
+def test_owning_removes_stale_checkpoint_temporaries(tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    stale = tmp_path / "checkpoints" / ".last.pt.a1b2c3.tmp"
+    stale.write_bytes(b"a write that was killed")
+    (tmp_path / "checkpoints" / "last.pt").write_bytes(b"kept")
+    with own(tmp_path):
+        assert not stale.exists() and (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+def test_an_unmakeable_folder_is_a_run_error(tmp_path):
+    (tmp_path / "file").write_text("in the way")
+    with pytest.raises(RunError, match="cannot be written"):
+        with own(tmp_path / "file" / "run"):
+            pass
