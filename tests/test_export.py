@@ -105,6 +105,7 @@ def test_c_export_compiles_strictly_and_matches(digits_checkpoint, tmp_path):
     verdict = run_export(_export_cfg(digits_checkpoint, tmp_path, format="c"), tmp_path)
     assert verdict.startswith("PASS 120 samples")
     assert "malloc" not in (tmp_path / "dwn_model.c").read_text()
+    assert "| 9 | 9 |" in (tmp_path / "README.md").read_text()  # class_id -> the training label
 
 
 @pytest.mark.slow
