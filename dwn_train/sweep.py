@@ -1,5 +1,6 @@
-"""The end of a sweep (`dwn-train -m ...`): one line naming the jobs that failed, and a non-zero
-exit status when any did. Registered as a Hydra callback in conf/hydra/default.yaml, so it runs
+"""The end of a sweep (`dwn-train -m ...`): the summary of its configurations (dwn_train/report.py:
+summary.csv, summary.md, curves.png in the sweep folder, and a table), then one line naming the
+jobs that failed, and a non-zero exit status when any did. Registered as a Hydra callback in conf/hydra/default.yaml, so it runs
 in the launching process with every launcher (basic, joblib, submitit).
 
 A job that fails with a user or run error leaves `failed.json` (exit_code, error) in its folder
@@ -33,7 +34,11 @@ class SweepReport(Callback):
         cli._started = True  # from here on an exit status is ours, not a composition error's
 
     def on_multirun_end(self, config, **kwargs) -> None:
+        from .report import report
+
         sweep_dir = Path(config.hydra.sweep.dir)
+        if sweep_dir.is_dir():  # summary.csv, summary.md, curves.png and a table, failed jobs listed
+            report([sweep_dir], sweep_dir, f"sweep summary ({sweep_dir})")
         failed = failed_jobs(sweep_dir)
         if not failed:
             return
