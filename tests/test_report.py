@@ -72,3 +72,22 @@ def test_every_sweep_ends_with_a_summary_even_with_a_failed_job(tmp_path):
         rows = list(csv.DictReader(handle))
     assert [(r["config"], r["n"]) for r in rows] == [("model.layers.1.n=4", "2")]
     assert (sweep / "summary.md").read_text().count("Failed:") == 2
+
+
+@pytest.mark.slow
+def test_an_optuna_study_maximises_the_returned_validation_accuracy(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import yaml
+
+    sweep = tmp_path / "study"
+    subprocess.run(["dwn-train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.direction=maximize",
+                    "hydra.sweeper.n_trials=4", "hydra.sweeper.sampler.seed=0", "optimizer.lr=interval(0.001,0.05)",
+                    *SMALL, "trainer.threads=1", "model.layers.0.out_features=60", "model.layers.1.out_features=30",
+                    "trainer.epochs=2", "trainer.val_fraction=0.1", f"hydra.sweep.dir={sweep}"],
+                   check=True, capture_output=True, text=True)
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    jobs = [json.loads(line) for job in sweep.glob("[0-9]*") for line in (job / "metrics.jsonl").read_text().splitlines()]
+    assert len(list(sweep.glob("[0-9]*"))) == 4
+    assert best["best_value"] == pytest.approx(max(row["val_acc"] for row in jobs))  # validation, not test
+    with (sweep / "summary.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 4
