@@ -16,6 +16,11 @@ from omegaconf import MISSING, OmegaConf
 
 
 @dataclass
+class AugmentConfig:
+    shift: int = 0  # images: random translation by up to this many pixels per sample and epoch (0: off)
+
+
+@dataclass
 class DatasetConfig:
     kind: str = MISSING  # mnist | fashion_mnist | cifar10 | digits | breast_cancer | jsc | openml | csv | synthetic
     root: str = "data"  # torchvision data sets: folder holding <Name>/raw
@@ -30,6 +35,7 @@ class DatasetConfig:
     num_samples: int = 1000  # synthetic
     num_features: int = 16  # synthetic
     num_classes: int = 3  # synthetic
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # mnist, fashion_mnist, cifar10
 
 
 @dataclass
@@ -235,7 +241,7 @@ def _renamed(plain: dict) -> dict:
 
 
 # the schemas by the name their fields are annotated with (annotations are strings here)
-_SCHEMAS = {cls.__name__: cls for cls in (DatasetConfig, EncodingConfig, LayerConfig, HeadConfig, RegularizerConfig,
+_SCHEMAS = {cls.__name__: cls for cls in (AugmentConfig, DatasetConfig, EncodingConfig, LayerConfig, HeadConfig, RegularizerConfig,
                                           ModelConfig, OptimizerConfig, SchedulerConfig, CheckpointConfig,
                                           TrainerConfig, LoggerConfig, DataOverrides)}
 

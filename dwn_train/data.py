@@ -25,6 +25,7 @@ class Splits:
     num_classes: int
     name: str
     class_names: list | None = None  # the original label of each class index, as text
+    image_shape: tuple | None = None  # image data sets: (H, W) or (H, W, C) of each flattened sample
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -95,7 +96,8 @@ def _torchvision(cfg) -> Splits:
     for part in parts:
         data = torch.as_tensor(np.asarray(part.data)).float().flatten(1)
         tensors += [data, torch.as_tensor(np.asarray(part.targets), dtype=torch.int64)]
-    return Splits(*tensors, num_classes=len(parts[0].classes), name=cfg.kind, class_names=list(parts[0].classes))
+    return Splits(*tensors, num_classes=len(parts[0].classes), name=cfg.kind, class_names=list(parts[0].classes),
+                  image_shape=tuple(np.asarray(parts[0].data).shape[1:]))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -176,6 +178,8 @@ def _synthetic(cfg) -> Splits:
     x = centres[y] + rng.normal(size=(cfg.num_samples, cfg.num_features))
     return _split("synthetic", x, y, cfg)
 
+
+IMAGE_KINDS = ("mnist", "fashion_mnist", "cifar10")  # the loaders that give image_shape (augmentation)
 
 LOADERS = {
     "mnist": _torchvision, "fashion_mnist": _torchvision, "cifar10": _torchvision,

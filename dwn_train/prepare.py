@@ -26,6 +26,7 @@ class Prepared:
     in_features: int
     raw: dict
     class_names: list
+    train_images: torch.Tensor | None = None  # augmentation: the training images (S, H, W[, C]) uint8 on the device
 
     def describe(self) -> dict:
         """What a checkpoint records about the data (its `data` entry)."""
@@ -84,5 +85,9 @@ def prepare_data(cfg, device, encoder=None, expect=None) -> Prepared:
     if encoder is None:
         encoder = build_encoder(cfg.encoding).fit(x_train)
     splits = {name: (encode(encoder, x, device), y.to(device)) for name, (x, y) in splits_raw.items()}
+    images = None
+    if cfg.dataset.augment.shift:  # the raw images travel too, to be moved and encoded batch by batch
+        images = x_train.view(-1, *data.image_shape).to(torch.uint8).to(device)
+        encoder.to(device)
     return Prepared(splits, encoder, data.num_classes, data.feature_shape,
-                    input_width(data.feature_shape, encoder.num_bits), splits_raw, data.class_names)
+                    input_width(data.feature_shape, encoder.num_bits), splits_raw, data.class_names, images)

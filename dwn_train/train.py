@@ -16,6 +16,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from . import console, distributed, rundir
+from .augment import augmented_bits, draw_shifts
 from .checkpoint import load_checkpoint, load_state, make_payload, save_checkpoint, set_rng_state
 from .config import stored_paths_absolute
 from .errors import DWNError, Interrupted
@@ -114,14 +115,15 @@ def _train(cfg, run_dir: Path, ctx) -> float:
             console.log.info("resumed from %s at epoch %d", resume, state["epoch"])
     log.keep_through(start_epoch - 1)
 
-    x_train, y_train = data.splits["train"]
+    y_train = data.splits["train"][1]
+    inputs = _train_inputs(data, cfg.dataset.augment.shift, ctx)
     plain_config = stored_paths_absolute(OmegaConf.to_container(cfg, resolve=True))
     trained = ctx.wrap(model)
     step_fn = _make_step(trained, optimizer, _objective(model, cfg.model.regularizer), t)
     saved_epoch = start_epoch - 1 if state is not None else None
     for epoch in range(start_epoch, t.epochs + 1):
         try:
-            row, step = _train_epoch(trained, step_fn, optimizer, x_train, y_train, epoch, t, step, ctx)
+            row, step = _train_epoch(trained, step_fn, optimizer, inputs, y_train, epoch, t, step, ctx)
         except KeyboardInterrupt:
             raise Interrupted(_interrupted(epoch, step, saved_epoch, run_dir)) from None
         if scheduler is not None:
@@ -189,17 +191,30 @@ def _make_step(model, optimizer, objective, t):
     return GraphStep(model, optimizer, objective, eager, t.batch_size) if t.cuda_graphs else eager
 
 
-def _train_epoch(model, step_fn, optimizer, x_train, y_train, epoch: int, t, step: int, ctx):
-    """One pass over the data in seeded random order; returns (metrics row, global step)."""
+def _train_inputs(data, shift: int, ctx):
+    """inputs(index, local, generator) -> the float model inputs of this rank's part `local` of the
+    global batch `index`: the encoded bits, or (dataset.augment) its images translated by shifts
+    drawn for the whole global batch from `generator`, then encoded."""
+    bits = data.splits["train"][0]
+    if not shift:
+        return lambda index, local, generator: bits[local].float()
+    encode = augmented_bits(data.train_images, data.encoder, shift)
+    return lambda index, local, generator: encode(local, ctx.shard(draw_shifts(len(index), shift, generator)))
+
+
+def _train_epoch(model, step_fn, optimizer, inputs, y_train, epoch: int, t, step: int, ctx):
+    """One pass over the data in seeded random order; returns (metrics row, global step). The
+    epoch's generator also draws the augmentation, so a resumed epoch repeats it exactly."""
     model.train()
-    order = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(t.seed * 100_003 + epoch))
-    batches = order.to(x_train.device).split(t.batch_size)
+    generator = torch.Generator().manual_seed(t.seed * 100_003 + epoch)
+    order = torch.randperm(len(y_train), generator=generator)
+    batches = order.to(y_train.device).split(t.batch_size)
     lr = current_lr(optimizer)
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
     with console.epoch_progress(epoch, t.epochs, len(batches), enabled=ctx.main) as update:
         for done, index in enumerate(batches, 1):
             local = ctx.shard(index)  # this rank's part of the global batch
-            x, y = x_train[local].float(), y_train[local]
+            x, y = inputs(index, local, generator), y_train[local]
             scale = ctx.world / len(index)
             loss, logits = step_fn(x, y, scale)
             step += 1

@@ -10,7 +10,7 @@ checked by LUTLayer itself (`check_lut_args`), which model.check_model calls und
 
 from __future__ import annotations
 
-from .data import LOADERS
+from .data import IMAGE_KINDS, LOADERS
 from .errors import DWNError
 from .lut import BACKENDS
 from .model import ENCODERS, check_model
@@ -56,6 +56,11 @@ def _dataset(d) -> None:
         raise DWNError("dataset=csv needs dataset.path (the file) and dataset.target (the label column).")
     if d.kind == "openml" and d.data_id is None:
         raise DWNError("dataset.data_id is required for dataset=openml (e.g. dataset.data_id=42468).")
+    if d.augment.shift < 0:
+        raise DWNError(f"dataset.augment.shift must be >= 0 pixels; got {d.augment.shift}.")
+    if d.augment.shift and d.kind not in IMAGE_KINDS:
+        raise DWNError(f"dataset.augment works on images ({', '.join(IMAGE_KINDS)}); dataset={d.kind} has none: "
+                       "drop dataset.augment.shift.")
     if d.kind == "synthetic":
         for key, least in (("num_samples", 2), ("num_features", 1), ("num_classes", 2)):
             if getattr(d, key) < least:
