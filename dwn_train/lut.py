@@ -28,7 +28,7 @@ Backends. ``dwn_train/torch_lut.py`` (CPU, and any torch device) and ``dwn_train
 
     forward(x, luts, mapping, spec)            -> (out (B, N), saved)
     backward(saved, grad, spec, needs)         -> (grad_luts (N, 2**n) or None, grad_wires or None)
-    scatter_wires(grad_wires, mapping, inverse) -> grad_x (B, I)   [fixed mappings]
+    scatter_wires(grad_wires, mapping, inverse, I) -> grad_x (B, I)   [fixed mappings]
     inverse_mapping(mapping, inputs)           -> what scatter_wires needs (None for torch)
 
 and one data layout, LUT-major (samples along the fastest axis, so GPU threads i, i+1 touch
@@ -46,6 +46,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
+from . import cuda_lut, kernels, torch_lut
 from .errors import DWNError
 from .mapping import mapping_backward
 
@@ -105,12 +106,8 @@ class LUTSpec:
 def select_backend(spec: LUTSpec, x: torch.Tensor, luts: torch.Tensor):
     """The backend module for this call: 'auto' takes the CUDA kernels for float32 CUDA tensors
     when CuPy works and n fits, else torch; 'cuda' insists (one clear error otherwise)."""
-    from . import torch_lut
-
     if spec.backend == "torch":
         return torch_lut
-    from . import kernels
-
     problem = None
     if not x.is_cuda:
         problem = "the inputs are not CUDA tensors"
@@ -121,8 +118,6 @@ def select_backend(spec: LUTSpec, x: torch.Tensor, luts: torch.Tensor):
     elif not kernels.available():
         problem = "CuPy is not installed (pip install 'dwn-train[cuda]')"
     if problem is None:
-        from . import cuda_lut
-
         return cuda_lut
     if spec.backend == "cuda":
         raise DWNError(f"backend='cuda' cannot run: {problem}; use backend='auto' or 'torch'.")
