@@ -168,7 +168,8 @@ class ExportConfig:
     registered: bool = False  # verilog: a register stage after every LUT layer
     input_bits: Optional[int] = None  # null: uint8 for byte data, else 16-bit signed
     frac_bits: Optional[int] = None  # null: as many as the data's range leaves
-    vectors: int = 256  # test samples used for vectors.hex and verification
+    vectors: Optional[int] = None  # test samples in vectors.hex and verified (null: 1000 with Verilator, 8 with Icarus)
+    simulator: str = "auto"  # verilog verify: auto (Verilator when installed, else Icarus) | verilator | iverilog
     yosys: bool = True  # verilog: add a yosys LUT-6 count when yosys is installed
     data_root: Optional[str] = None  # the same as dataset.root (kept for older command lines)
     dataset: DataOverrides = field(default_factory=DataOverrides)

@@ -109,20 +109,34 @@ def test_c_export_compiles_strictly_and_matches(digits_checkpoint, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("registered", [False, True])
-def test_verilog_export_simulates_and_matches(registered, digits_checkpoint, tmp_path):
-    if shutil.which("iverilog") is None:
-        pytest.skip("iverilog is not installed")
-    verdict = run_export(_export_cfg(digits_checkpoint, tmp_path, format="verilog", registered=registered, vectors=40),
-                         tmp_path)
-    assert verdict == "PASS 40 vectors"
+@pytest.mark.parametrize("simulator, registered", [("iverilog", False), ("iverilog", True), ("verilator", True)])
+def test_verilog_export_simulates_and_matches(simulator, registered, digits_checkpoint, tmp_path):
+    from dwn_train.export import simulate
+
+    if shutil.which(simulator) is None:
+        pytest.skip(f"{simulator} is not installed")
+    verdict = run_export(_export_cfg(digits_checkpoint, tmp_path, format="verilog", registered=registered, vectors=40,
+                                     simulator=simulator), tmp_path)
+    assert verdict.startswith(f"PASS 40 vectors ({simulator}, ")
     assert ("posedge clk" in (tmp_path / "dwn_top.v").read_text()) == registered
-    # the testbench really compares: a wrong expected class fails it
+    # the testbench really compares: a wrong expected class fails it, and the first mismatch is named
     lines = (tmp_path / "vectors.hex").read_text().splitlines()
     lines[3] = lines[3][:-1] + ("0" if lines[3][-1] != "0" else "1")
     (tmp_path / "vectors.hex").write_text("\n".join(lines) + "\n")
-    out = subprocess.run(["vvp", "sim"], cwd=tmp_path, capture_output=True, text=True).stdout
-    assert "FAIL 1 of 40 vectors" in out
+    verdict = simulate.run_testbench(tmp_path, simulator, 40)
+    assert verdict.startswith("FAIL 1 of 40 vectors; the first: vector 3: class ")
+
+
+def test_the_simulator_default_and_its_vector_count(monkeypatch):
+    from dwn_train.export import simulate
+
+    monkeypatch.setattr(shutil, "which", lambda tool: f"/usr/bin/{tool}" if tool == "iverilog" else None)
+    assert simulate.choose("auto") == "iverilog" and simulate.DEFAULT_VECTORS["iverilog"] < 50
+    with pytest.raises(dwn.DWNError, match="simulator=verilator is not installed"):
+        simulate.choose("verilator")
+    monkeypatch.setattr(shutil, "which", lambda tool: None)
+    with pytest.raises(dwn.DWNError, match="needs a Verilog simulator: apt-get install verilator"):
+        simulate.choose("auto")
 
 
 def test_packed_eval_engine_equals_float_eval(digits_checkpoint, tmp_path):

@@ -14,6 +14,7 @@ from ..checkpoint import data_overrides, restore
 from ..data import load_dataset
 from ..errors import DWNError, RunError
 from . import c as c_export
+from . import simulate
 from . import verilog as verilog_export
 from .cost import cost_report, yosys_luts
 from .freeze import FrozenNetwork, InputFormat, freeze
@@ -47,30 +48,20 @@ def _verify_c(net, out_dir: Path, q: np.ndarray) -> str:
     return f"PASS {len(q)} samples (per-sample and batch functions, classes and scores)"
 
 
-def _verify_verilog(out_dir: Path) -> str:
-    if shutil.which("iverilog") is None:
-        raise DWNError("verify=true for format=verilog needs Icarus Verilog (apt-get install iverilog).")
-    subprocess.run(["iverilog", "-g2001", "-o", "sim", "dwn_tb.v", "dwn_top.v"], cwd=out_dir, check=True)
-    out = subprocess.run(["vvp", "sim"], cwd=out_dir, capture_output=True, text=True, check=True).stdout
-    verdict = [line for line in out.splitlines() if line.startswith(("PASS", "FAIL"))]
-    first = next((line for line in out.splitlines() if line.startswith("MISMATCH")), None)
-    if not verdict:
-        return "FAIL (no verdict from the testbench)"
-    return verdict[-1] + (f"; the first: {first[len('MISMATCH '):]} (expected: vectors.hex)" if first else "")
-
-
 def run_export(cfg, run_dir: Path) -> str:
     if cfg.format not in FORMATS:
         raise DWNError(f"format must be one of {', '.join(FORMATS)}; got {cfg.format!r}.")
-    if cfg.vectors < 1:
+    if cfg.vectors is not None and cfg.vectors < 1:
         raise DWNError(f"vectors must be a positive integer; got {cfg.vectors}.")
+    simulator = simulate.choose(cfg.simulator) if cfg.format == "verilog" and cfg.verify else None
+    count = cfg.vectors or simulate.DEFAULT_VECTORS.get(simulator, 256)
     restored = restore(cfg.checkpoint, data_overrides(cfg))
     model, encoder = restored.model, restored.encoder
     class_names = restored.data.get("class_names")
     data = load_dataset(restored.config.dataset)
     fmt = InputFormat.infer(data.x_train.flatten(1).numpy(), cfg.input_bits, cfg.frac_bits)
     net = freeze(model, encoder, fmt)
-    q = fmt.quantise(data.x_test.flatten(1).numpy()[: cfg.vectors])
+    q = fmt.quantise(data.x_test.flatten(1).numpy()[:count])
     expected = float_predictions(model, encoder, net, q)
     differ = np.flatnonzero(net.predict(q) != expected)
     if len(differ):
@@ -93,7 +84,7 @@ def run_export(cfg, run_dir: Path) -> str:
     else:
         verilog_export.write(net, out_dir, q, registered=cfg.registered, class_names=class_names)
         if cfg.verify:
-            verdict = _verify_verilog(out_dir)
+            verdict = simulate.run_testbench(out_dir, simulator, len(q))
     report = cost_report(net, registered=cfg.registered)
     if cfg.format == "verilog" and cfg.yosys:
         report["yosys synth -lut 6"] = yosys_luts(out_dir / "dwn_top.v")

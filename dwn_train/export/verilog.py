@@ -114,6 +114,7 @@ module dwn_tb;
     $readmemh("vectors.hex", vectors);
     errors = 0;
     for (i = 0; i < {count}; i = i + 1) begin
+      if (i > 0 && i % {max(1, count // 10)} == 0) $display("progress %0d", i);
       x = vectors[i][{total - 1}:{total - xw}];
       {settle}
       if ({{class_id, scores}} !== vectors[i][{total - xw - 1}:0]) begin
