@@ -34,10 +34,10 @@ class SweepReport(Callback):
         cli._started = True  # from here on an exit status is ours, not a composition error's
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        from .report import report
+        from .report import collect, report
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir():  # summary.csv, summary.md, curves.png and a table, failed jobs listed
+        if sweep_dir.is_dir() and collect([sweep_dir]):  # training jobs: summary files, a table, failures listed
             report([sweep_dir], sweep_dir, f"sweep summary ({sweep_dir})")
         failed = failed_jobs(sweep_dir)
         if not failed:

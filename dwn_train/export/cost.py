@@ -17,23 +17,33 @@ def lut6_equivalents(n: int) -> int:
     return 1 if n <= 6 else 2 ** (n - 6) + 2 ** (n - 6) - 1
 
 
-def cost_report(net: FrozenNetwork, registered: bool = False) -> dict:
-    rows = {}
+def cost_numbers(net: FrozenNetwork, registered: bool = False) -> dict:
+    """The countable costs as numbers (cost.json's keys; cost_report formats them)."""
     fmt = net.input
-    comparators = int(((net.thresholds >= fmt.lo) & (net.thresholds < fmt.hi)).sum())
-    rows["encoder comparators"] = f"{comparators} x {fmt.bits}-bit (of {net.thresholds.size} thermometer bits)"
-    total_luts = total_lut6 = 0
+    return {"comparators": int(((net.thresholds >= fmt.lo) & (net.thresholds < fmt.hi)).sum()),
+            "thermometer_bits": int(net.thresholds.size),
+            "luts": sum(len(layer.tables) for layer in net.layers),
+            "lut6_equivalents": sum(len(layer.tables) * lut6_equivalents(layer.n) for layer in net.layers),
+            "adder_nodes": net.num_classes * (net.group - 1),
+            "registers": sum(len(layer.tables) for layer in net.layers) if registered else 0,
+            "latency_cycles": len(net.layers) if registered else 0,
+            "input_bits": fmt.bits}
+
+
+def cost_report(net: FrozenNetwork, registered: bool = False) -> dict:
+    numbers = cost_numbers(net, registered)
+    fmt, rows = net.input, {}
+    rows["encoder comparators"] = f"{numbers['comparators']} x {fmt.bits}-bit (of {numbers['thermometer_bits']} " \
+                                  "thermometer bits)"
     for k, layer in enumerate(net.layers):
-        count = len(layer.tables)
-        lut6 = count * lut6_equivalents(layer.n)
-        total_luts, total_lut6 = total_luts + count, total_lut6 + lut6
-        rows[f"layer {k + 1}"] = f"{count} LUT-{layer.n} ({lut6} LUT-6 equivalents)"
-    rows["LUTs (LUT-6 equivalents)"] = f"{total_luts} ({total_lut6})"
+        rows[f"layer {k + 1}"] = f"{len(layer.tables)} LUT-{layer.n} ({len(layer.tables) * lut6_equivalents(layer.n)} " \
+                                 "LUT-6 equivalents)"
+    rows["LUTs (LUT-6 equivalents)"] = f"{numbers['luts']} ({numbers['lut6_equivalents']})"
     rows["popcount adder trees"] = (f"{net.num_classes} x {net.group}-input -> {score_width(net)} bits "
-                                    f"({net.num_classes * (net.group - 1)} two-input adder nodes)")
+                                    f"({numbers['adder_nodes']} two-input adder nodes)")
     rows["argmax"] = f"{net.num_classes - 1} x {score_width(net)}-bit comparators -> {class_width(net)} bits"
-    rows["registers"] = sum(len(layer.tables) for layer in net.layers) if registered else 0
-    rows["latency (clock cycles)"] = len(net.layers) if registered else "0 (combinational)"
+    rows["registers"] = numbers["registers"]
+    rows["latency (clock cycles)"] = numbers["latency_cycles"] if registered else "0 (combinational)"
     widest = max(net.num_features * net.num_bits, *(len(l.tables) for l in net.layers))
     wire_bytes = int(_ctype(0, widest).removeprefix("uint").removesuffix("_t")) // 8  # as the C export types it
     table_bytes = sum(table_words(l.tables).size * 8 for l in net.layers)
@@ -43,12 +53,12 @@ def cost_report(net: FrozenNetwork, registered: bool = False) -> dict:
     return rows
 
 
-def yosys_luts(verilog: Path) -> str:
+def yosys_luts(verilog: Path) -> int | None:
     """The LUT-6 count of the whole design (encoder, popcounts and argmax included) after yosys's
-    `synth -lut 6`, or why there is none."""
+    `synth -lut 6`, or None without yosys."""
     if shutil.which("yosys") is None:
-        return "yosys not installed"
+        return None
     script = f"read_verilog {verilog}; synth -top dwn_top -lut 6; stat"
     out = subprocess.run(["yosys", "-p", script], capture_output=True, text=True).stdout
     counts = re.findall(r"\$lut\s+(\d+)", out)
-    return f"{counts[-1]} LUT-6 (whole design)" if counts else "yosys reported no LUT count"
+    return int(counts[-1]) if counts else None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -16,7 +17,7 @@ from ..errors import DWNError, RunError
 from . import c as c_export
 from . import simulate
 from . import verilog as verilog_export
-from .cost import cost_report, yosys_luts
+from .cost import cost_numbers, cost_report, yosys_luts
 from .freeze import FrozenNetwork, InputFormat, freeze
 
 FORMATS = ("json", "c", "verilog")
@@ -48,6 +49,35 @@ def _verify_c(net, out_dir: Path, q: np.ndarray) -> str:
     return f"PASS {len(q)} samples (per-sample and batch functions, classes and scores)"
 
 
+def _accuracies(model, encoder, net: FrozenNetwork, data) -> dict:
+    """Test accuracy of the float model (real inputs) and of the frozen network (quantised inputs):
+    what the input precision costs."""
+    x, labels = data.x_test.flatten(1), data.y_test.numpy()
+    with torch.no_grad():
+        float_classes = model(encoder.binarize(x).flatten(1).float()).argmax(-1).numpy()
+    frozen_classes = net.predict(net.input.quantise(x.numpy()))
+    return {"accuracy_float": float((float_classes == labels).mean()),
+            "accuracy_frozen": float((frozen_classes == labels).mean())}
+
+
+def _write_and_verify(cfg, net: FrozenNetwork, out_dir: Path, q, class_names, simulator) -> str:
+    """Write the chosen format into out_dir and, with verify=true, check it against `net` on q."""
+    if cfg.format == "json":
+        (out_dir / "frozen.json").write_text(net.to_json())
+        if cfg.verify:
+            again = FrozenNetwork.from_json((out_dir / "frozen.json").read_text())
+            return f"{'PASS' if (again.predict(q) == net.predict(q)).all() else 'FAIL'} {len(q)} samples"
+    elif cfg.format == "c":
+        c_export.write(net, out_dir, class_names)
+        if cfg.verify:
+            return _verify_c(net, out_dir, q)
+    else:
+        verilog_export.write(net, out_dir, q, registered=cfg.registered, class_names=class_names)
+        if cfg.verify:
+            return simulate.run_testbench(out_dir, simulator, len(q))
+    return "not verified (verify=false)"
+
+
 def run_export(cfg, run_dir: Path) -> str:
     if cfg.format not in FORMATS:
         raise DWNError(f"format must be one of {', '.join(FORMATS)}; got {cfg.format!r}.")
@@ -57,7 +87,6 @@ def run_export(cfg, run_dir: Path) -> str:
     count = cfg.vectors or simulate.DEFAULT_VECTORS.get(simulator, 256)
     restored = restore(cfg.checkpoint, data_overrides(cfg))
     model, encoder = restored.model, restored.encoder
-    class_names = restored.data.get("class_names")
     data = load_dataset(restored.config.dataset)
     fmt = InputFormat.infer(data.x_train.flatten(1).numpy(), cfg.input_bits, cfg.frac_bits)
     net = freeze(model, encoder, fmt)
@@ -71,23 +100,16 @@ def run_export(cfg, run_dir: Path) -> str:
                        "nothing was written: please report this as a bug.")
     out_dir = Path(cfg.out) if cfg.out else run_dir / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
-    verdict = "not verified (verify=false)"
-    if cfg.format == "json":
-        (out_dir / "frozen.json").write_text(net.to_json())
-        if cfg.verify:
-            again = FrozenNetwork.from_json((out_dir / "frozen.json").read_text())
-            verdict = f"{'PASS' if (again.predict(q) == net.predict(q)).all() else 'FAIL'} {len(q)} samples"
-    elif cfg.format == "c":
-        c_export.write(net, out_dir, class_names)
-        if cfg.verify:
-            verdict = _verify_c(net, out_dir, q)
-    else:
-        verilog_export.write(net, out_dir, q, registered=cfg.registered, class_names=class_names)
-        if cfg.verify:
-            verdict = simulate.run_testbench(out_dir, simulator, len(q))
+    verdict = _write_and_verify(cfg, net, out_dir, q, restored.data.get("class_names"), simulator)
+    numbers = {**cost_numbers(net, cfg.registered), **_accuracies(model, encoder, net, data)}
     report = cost_report(net, registered=cfg.registered)
     if cfg.format == "verilog" and cfg.yosys:
-        report["yosys synth -lut 6"] = yosys_luts(out_dir / "dwn_top.v")
+        numbers["yosys_lut6"] = yosys_luts(out_dir / "dwn_top.v")
+        report["yosys synth -lut 6"] = "yosys not installed" if numbers["yosys_lut6"] is None else \
+            f"{numbers['yosys_lut6']} LUT-6 (whole design)"
+    report["test accuracy: float / frozen"] = (f"{100 * numbers['accuracy_float']:.2f} % / "
+                                               f"{100 * numbers['accuracy_frozen']:.2f} % ({fmt.bits}-bit inputs)")
+    (out_dir / "cost.json").write_text(json.dumps({**numbers, "verify": verdict}, indent=2) + "\n")
     report = {"files": str(out_dir), "input": f"{fmt.bits}-bit {'signed' if fmt.signed else 'unsigned'}, "
                                               f"{fmt.frac_bits} fraction bits", **report, "verify": verdict}
     console.summary_table(f"dwn-export format={cfg.format}", report)
