@@ -1,120 +1,314 @@
-"""GPU throughput: the MNIST recipe per epoch (eager and CUDA-graph captured) and the LUT kernels.
+"""GPU benchmark: the MNIST recipe model, ours against torch-dwn 1.1.1, in one process on one card.
 
-    python scripts/bench_gpu.py [--samples 60000] [--batches 32 1024]
+    python scripts/bench_gpu.py [--json FILE] [--batches 32 256 4096] [--epoch-samples 60000]
+    python scripts/bench_gpu.py --smoke      # CPU, toy sizes, host clock: runs every row once (a typo check)
 
-Synthetic data of MNIST's shape (2352 thermometer bits, 10 classes). Rows: our torch backend, our
-CUDA kernels (eager and one captured training step replayed), and torch-dwn 1.1.1 when it is
-importable (not required). Prints seconds per epoch and ratios against torch-dwn (or our torch
-backend), all measured in the same run.
+The model: 2352 bits -> LUTLayer(2000, n=6, learnable) -> LUTLayer(1000, n=6) -> GroupSum(10, tau=1/0.3),
+on random bits of MNIST's width. Sections:
+  model   per batch: forward, backward (of the cross-entropy), the whole training step (Adam lr 1e-2)
+          and the peak memory of the row (torch.cuda.max_memory_allocated, reset before the row's
+          model is built: parameters, Adam state and activations). Variants: torch-dwn, our CUDA
+          kernels, our kernels with the step captured in a CUDA graph (dwn_train.graphs.GraphStep,
+          as trainer.cuda_graphs=true; step only), our torch backend.
+  efd     the backward of LUTLayer(2000, 1000, n=6) with a fixed mapping alone (EFD + STE).
+  epoch   one pass over 60,000 samples at batch 32 (the recipe's epoch), host clock around it; no
+          loss.item() per step (the trainer's own epoch seconds come from a real training run).
+Times are medians of CUDA-event timings after warm-up. `x` is the baseline's time over the row's
+(> 1: faster than the baseline); the baseline is torch-dwn measured in this run, or our torch
+backend when torch-dwn is not importable. A row that fails prints its error; the rest still run.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import json
+import statistics
+import sys
 import time
+import traceback
 
 import torch
+from torch import nn
 
 import dwn_train as dwn
+from dwn_train.graphs import GraphStep
+
+WIDTH, HIDDEN, OUTPUTS, CLASSES, N = 2352, 2000, 1000, 10, 6
+TORCH_DWN = "torch-dwn 1.1.1"
+KERNELS, GRAPH, TORCH = "ours, CUDA kernels", "ours, kernels + graph", "ours, torch backend"
+KERNEL_BACKEND = ["cuda"]  # --smoke: "auto", so that the kernel rows run (on torch) on the CPU
 
 
-def recipe(backend: str, lib=dwn):
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(lib.LUTLayer(2352, 2000, n=6, mapping="learnable"), lib.LUTLayer(2000, 1000, n=6),
-                                lib.GroupSum(10, tau=1 / 0.3)).cuda()
+def import_torch_dwn():
+    """(module or None, a word on why not)."""
+    try:
+        import torch_dwn
+    except Exception as exc:  # ImportError, or its extension failing to load
+        return None, f"not importable ({type(exc).__name__}: {exc})"
+    return torch_dwn, "present"
+
+
+def set_backend(model, backend):
     for m in model.modules():
         if isinstance(m, dwn.LUTLayer):
             m.backend = backend
     return model
 
 
-def epoch_seconds(model, x, y, batch: int, graph: bool) -> float:
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, capturable=graph)
-    steps = len(x) // batch
-    static_x, static_y = x[:batch].clone(), y[:batch].clone()
+def recipe(variant, device, lib):
+    torch.manual_seed(0)
+    lib = lib if variant == TORCH_DWN else dwn
+    model = nn.Sequential(lib.LUTLayer(WIDTH, HIDDEN, n=N, mapping="learnable"), lib.LUTLayer(HIDDEN, OUTPUTS, n=N),
+                          lib.GroupSum(CLASSES, tau=1 / 0.3)).to(device)
+    if variant != TORCH_DWN:
+        set_backend(model, "torch" if variant == TORCH else KERNEL_BACKEND[0])
+    return model.train()
 
-    def step():
-        optimizer.zero_grad(set_to_none=not graph)
-        torch.nn.functional.cross_entropy(model(static_x), static_y).backward()
+
+def adam(model, capturable=False):
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2, capturable=capturable)
+
+
+def objective(logits, labels, scale):
+    return nn.functional.cross_entropy(logits, labels, reduction="sum") * scale
+
+
+class Timer:
+    """Milliseconds of fn(setup()) per call, median over `iters` after `warmup` calls: CUDA events
+    on a GPU, the host clock otherwise."""
+
+    def __init__(self, device, warmup, iters):
+        self.cuda, self.warmup, self.iters = device.type == "cuda", warmup, iters
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def __call__(self, fn, setup=lambda: None):
+        for _ in range(self.warmup):
+            fn(setup())
+        marks = []  # (start, end): CUDA events, or host seconds
+        for _ in range(self.iters):
+            arg = setup()
+            if self.cuda:
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn(arg)
+                end.record()
+            else:
+                start = time.perf_counter()
+                fn(arg)
+                end = time.perf_counter()
+            marks.append((start, end))
+        self.sync()
+        return statistics.median(s.elapsed_time(e) if self.cuda else (e - s) * 1e3 for s, e in marks)
+
+
+def reset_memory(device):
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_mib(device):
+    return torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
+
+
+def eager_step(model, optimizer, set_to_none=True):
+    def step(x, y, scale):
+        optimizer.zero_grad(set_to_none=set_to_none)
+        logits = model(x)
+        loss = objective(logits, y, scale)
+        loss.backward()
         optimizer.step()
+        return loss, logits
+    return step
 
-    for _ in range(3):
-        step()
-    replay = step
-    if graph:
-        captured = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(captured):
-            step()
-        replay = captured.replay
-    torch.cuda.synchronize()
+
+def model_row(variant, lib, batch, device, timer):
+    """forward / backward / step ms and peak MiB of one variant at one batch size."""
+    reset_memory(device)
+    model = recipe(variant, device, lib)
+    x = (torch.rand(batch, WIDTH, device=device) > 0.5).float()
+    y = torch.randint(0, CLASSES, (batch,), device=device)
+    row = {}
+    if variant == GRAPH:
+        optimizer = adam(model, capturable=True)
+        step = GraphStep(model, optimizer, objective, eager_step(model, optimizer, set_to_none=False), batch)
+        row["step_ms"] = timer(lambda _: step(x, y, 1 / batch))
+    else:
+        optimizer = adam(model)
+        row["forward_ms"] = timer(lambda _: model(x))
+
+        def loss_to_differentiate():
+            optimizer.zero_grad(set_to_none=True)
+            return objective(model(x), y, 1 / batch)
+
+        row["backward_ms"] = timer(lambda loss: loss.backward(), loss_to_differentiate)
+        step = eager_step(model, optimizer)
+        row["step_ms"] = timer(lambda _: step(x, y, 1 / batch))
+    row["peak_mib"] = peak_mib(device)
+    return row
+
+
+def efd_row(variant, lib, batch, device, timer):
+    """The backward of one fixed-mapping LUT layer, LUTLayer(2000, 1000, n=6), alone."""
+    reset_memory(device)
+    torch.manual_seed(0)
+    layer = (lib if variant == TORCH_DWN else dwn).LUTLayer(HIDDEN, OUTPUTS, n=N).to(device)
+    if variant != TORCH_DWN:
+        layer.backend = "torch" if variant == TORCH else KERNEL_BACKEND[0]
+    x = (torch.rand(batch, HIDDEN, device=device) > 0.5).float().requires_grad_()
+    grad = torch.randn(batch, OUTPUTS, device=device)
+    out = layer(x)
+
+    def clear():
+        x.grad = layer.luts.grad = None
+
+    return {"backward_ms": timer(lambda _: out.backward(grad, retain_graph=True), clear), "peak_mib": peak_mib(device)}
+
+
+def epoch_row(variant, lib, samples, batch, device, timer):
+    """Seconds for one pass over `samples` random samples at `batch` (uint8 bits, as the trainer keeps them)."""
+    reset_memory(device)
+    model = recipe(variant, device, lib)
+    bits = (torch.rand(samples, WIDTH, device=device) > 0.5).to(torch.uint8)
+    labels = torch.randint(0, CLASSES, (samples,), device=device)
+    if variant == GRAPH:
+        optimizer = adam(model, capturable=True)
+        step = GraphStep(model, optimizer, objective, eager_step(model, optimizer, set_to_none=False), batch)
+    else:
+        step = eager_step(model, adam(model))
+    steps = samples // batch
+    for s in range(min(3, steps)):  # warm up (and capture) outside the clock
+        step(bits[s * batch:(s + 1) * batch].float(), labels[s * batch:(s + 1) * batch], 1 / batch)
+    timer.sync()
     start = time.perf_counter()
     for s in range(steps):
-        static_x.copy_(x[s * batch:(s + 1) * batch])
-        static_y.copy_(y[s * batch:(s + 1) * batch])
-        replay()
-    torch.cuda.synchronize()
-    return time.perf_counter() - start
+        step(bits[s * batch:(s + 1) * batch].float(), labels[s * batch:(s + 1) * batch], 1 / batch)
+    timer.sync()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds, "samples_per_s": steps * batch / seconds, "peak_mib": peak_mib(device)}
 
 
-def kernel_ms(layer, x, grad, repeats: int = 20):
-    def forward():
-        return layer(x)
-
-    def backward():
-        layer(x.requires_grad_(True)).backward(grad)
-
-    times = []
-    for fn in (forward, backward):
-        fn()
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            fn()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) / repeats * 1e3)
-    return times
+def run_rows(section, variants, batches, measure, rows):
+    for batch in batches:
+        for variant in variants:
+            try:
+                result = measure(variant, batch)
+            except Exception as exc:  # one failing row must not stop the others
+                error = f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+                print(f"  {section} batch {batch} {variant}: ERROR {error}", flush=True)
+                traceback.print_exc(limit=3, file=sys.stdout)
+                result = {"error": error}
+            rows.append({"section": section, "batch": batch, "variant": variant, **result})
+            print(f"  {section} batch {batch} {variant}: {format_result(result)}", flush=True)
 
 
-def main() -> None:
+def format_result(result):
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+
+
+def add_ratios(rows, baseline):
+    """ratio_<metric> = the baseline's time / the row's time, same section and batch. Where the
+    baseline's row failed, our torch backend's row stands in (`against` names the one used)."""
+    ok = {(r["section"], r["batch"], r["variant"]): r for r in rows if "error" not in r}
+    for r in rows:
+        for against in (baseline, TORCH):
+            ref = ok.get((r["section"], r["batch"], against))
+            if ref is not None:
+                break
+        if ref is None or "error" in r:
+            continue
+        r["against"] = against
+        for key in ("forward_ms", "backward_ms", "step_ms", "seconds"):
+            if r.get(key) and ref.get(key):
+                r[f"ratio_{key}"] = ref[key] / r[key]
+
+
+def cell(row, key, fmt):
+    value = row.get(key)
+    if not isinstance(value, (int, float)):
+        return f"{'-':>{int(fmt.split('.')[0])}}"
+    stand_in = key.startswith("ratio") and row.get("against") not in (None, row["baseline"])
+    return format(value, fmt) + ("*" if stand_in else "")
+
+
+# section -> (title, columns: (header, row key, format))
+SECTIONS = {
+    "model": ("model 2352 -> LUT(2000, n=6, learnable) -> LUT(1000, n=6) -> GroupSum(10): ms per call",
+              (("fwd", "forward_ms", "8.3f"), ("bwd", "backward_ms", "8.3f"), ("step", "step_ms", "8.3f"),
+               ("peak MiB", "peak_mib", "9.0f"), ("fwd x", "ratio_forward_ms", "7.2f"),
+               ("bwd x", "ratio_backward_ms", "7.2f"), ("step x", "ratio_step_ms", "7.2f"))),
+    "efd": ("EFD backward alone, LUTLayer(2000, 1000, n=6), fixed mapping: ms per call",
+            (("bwd", "backward_ms", "8.3f"), ("peak MiB", "peak_mib", "9.0f"),
+             ("bwd x", "ratio_backward_ms", "7.2f"))),
+    "epoch": ("one epoch of the recipe (random bits), host clock",
+              (("s/epoch", "seconds", "8.2f"), ("samples/s", "samples_per_s", "10.0f"),
+               ("x", "ratio_seconds", "7.2f"))),
+}
+
+
+def table(rows, baseline) -> str:
+    note = f"; x* = against {TORCH}, where the {baseline} row failed" if baseline != TORCH else ""
+    lines = [f"x = {baseline} time / row time (> 1: faster than {baseline}){note}"]
+    for section, (title, columns) in SECTIONS.items():
+        header = " ".join(f"{name:>{int(fmt.split('.')[0])}}" for name, _, fmt in columns)
+        lines += ["", title, f"{'batch':>6} {'variant':<24} {header}"]
+        for r in rows:
+            if r["section"] != section:
+                continue
+            r = {**r, "baseline": baseline}
+            cells = f"ERROR {r['error'][:80]}" if "error" in r else " ".join(cell(r, k, f) for _, k, f in columns)
+            lines.append(f"{r['batch']:>6} {r['variant']:<24} {cells}")
+    return "\n".join(lines)
+
+
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=60000)
-    parser.add_argument("--batches", type=int, nargs="+", default=[32, 1024])
+    parser.add_argument("--batches", type=int, nargs="+", default=[32, 256, 4096])
+    parser.add_argument("--epoch-samples", type=int, default=60000)
+    parser.add_argument("--epoch-batch", type=int, default=32)
+    parser.add_argument("--json", help="also write every row here")
+    parser.add_argument("--smoke", action="store_true", help="CPU, toy sizes: run every row once")
     args = parser.parse_args()
-    try:
-        import torch_dwn
-    except ImportError:
-        torch_dwn = None
-    x = (torch.rand(args.samples, 2352, device="cuda") > 0.5).float()
-    y = torch.randint(0, 10, (args.samples,), device="cuda")
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}, "
-          f"torch-dwn {'present' if torch_dwn else 'not importable'}")
-    print(f"{'batch':>6} {'variant':<24} {'s/epoch':>9} {'vs baseline':>12}")
-    for batch in args.batches:
-        rows = [("ours, torch backend", epoch_seconds(recipe("torch"), x, y, batch, False)),
-                ("ours, CUDA kernels", epoch_seconds(recipe("cuda"), x, y, batch, False))]
-        try:
-            rows.append(("ours, kernels + graph", epoch_seconds(recipe("cuda"), x, y, batch, True)))
-        except RuntimeError as exc:
-            print(f"  graph capture failed: {exc}")
-        if torch_dwn is not None:
-            rows.insert(0, ("torch-dwn 1.1.1", epoch_seconds(recipe("torch", torch_dwn), x, y, batch, False)))
-        base = rows[0][1]
-        for name, seconds in rows:
-            print(f"{batch:>6} {name:<24} {seconds:>9.2f} {base / seconds:>11.1f}x")
-    bits = (torch.rand(4096, 2000, device="cuda") > 0.5).float()
-    grad = torch.randn(4096, 1000, device="cuda")
-    print("\nLUTLayer(2000, 1000, n=6), batch 4096: forward / forward+backward ms")
-    candidates = [("ours, torch backend", "torch", dwn), ("ours, CUDA kernels", "cuda", dwn)]
-    if torch_dwn is not None:
-        candidates.insert(0, ("torch-dwn 1.1.1", "torch", torch_dwn))
-    for name, backend, lib in candidates:
-        torch.manual_seed(0)
-        layer = lib.LUTLayer(2000, 1000, n=6).cuda()
-        if isinstance(layer, dwn.LUTLayer):
-            layer.backend = backend
-        fwd, bwd = kernel_ms(layer, bits.clone(), grad)
-        print(f"  {name:<24} {fwd:8.3f} {bwd:8.3f}")
+    if args.smoke:
+        device, args.batches, args.epoch_samples, args.epoch_batch = torch.device("cpu"), [4], 16, 4
+        KERNEL_BACKEND[0] = "auto"
+        timers = {b: Timer(device, 1, 2) for b in args.batches}
+    elif not torch.cuda.is_available():
+        print("no CUDA device: nothing to benchmark (--smoke runs the rows on the CPU)")
+        return 2
+    else:
+        device = torch.device("cuda")
+        timers = {b: Timer(device, 3, 30 if b <= 256 else 10) for b in args.batches}
+    torch_dwn, why = import_torch_dwn()
+    baseline = TORCH_DWN if torch_dwn is not None else TORCH
+    name = torch.cuda.get_device_name() if device.type == "cuda" else "CPU (smoke)"
+    print(f"{name}, torch {torch.__version__}, torch-dwn {why}; baseline: {baseline}", flush=True)
+    if args.smoke:
+        print("smoke run on the CPU: the kernel rows run our torch code ('auto'); the graph rows need CUDA and fail")
+    variants = ([TORCH_DWN] if torch_dwn else []) + [KERNELS, GRAPH, TORCH]
+    rows = []
+    run_rows("model", variants, args.batches, lambda v, b: model_row(v, torch_dwn, b, device, timers[b]), rows)
+    run_rows("efd", [v for v in variants if v != GRAPH], args.batches,
+             lambda v, b: efd_row(v, torch_dwn, b, device, timers[b]), rows)
+    epoch_variants = ([TORCH_DWN] if torch_dwn else [TORCH]) + [KERNELS, GRAPH]
+    run_rows("epoch", epoch_variants, [args.epoch_batch],
+             lambda v, b: epoch_row(v, torch_dwn, args.epoch_samples, b, device, Timer(device, 0, 0)), rows)
+    add_ratios(rows, baseline)
+    print()
+    print(table(rows, baseline))
+    if args.json:
+        info = {"device": name, "torch": torch.__version__, "torch_dwn": why, "baseline": baseline,
+                "epoch_samples": args.epoch_samples, "rows": rows}
+        with open(args.json, "w") as handle:
+            json.dump(info, handle, indent=1)
+    return 1 if any("error" in r for r in rows if not (args.smoke and r["variant"] in (GRAPH, TORCH_DWN))) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
