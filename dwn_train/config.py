@@ -171,6 +171,9 @@ class ExportConfig:
     vectors: Optional[int] = None  # test samples in vectors.hex and verified (null: 1000 with Verilator, 8 with Icarus)
     simulator: str = "auto"  # verilog verify: auto (Verilator when installed, else Icarus) | verilator | iverilog
     yosys: bool = True  # verilog: add a yosys LUT-6 count when yosys is installed
+    fpga: str = "none"  # verilog: none | ice40 (yosys + nextpnr: LUT4, FF, Fmax) | xilinx (yosys: LUT6, FF)
+    fpga_device: str = "hx8k"  # ice40: hx1k | up5k | hx8k
+    shell: str = "none"  # verilog: none | serial (also write dwn_shell.v, the board wrapper; fpga=ice40 uses it)
     data_root: Optional[str] = None  # the same as dataset.root (kept for older command lines)
     dataset: DataOverrides = field(default_factory=DataOverrides)
 

@@ -15,7 +15,7 @@ from ..checkpoint import data_overrides, restore
 from ..data import load_dataset
 from ..errors import DWNError, RunError
 from . import c as c_export
-from . import simulate
+from . import fpga, simulate
 from . import verilog as verilog_export
 from .cost import cost_numbers, cost_report, yosys_luts
 from .freeze import FrozenNetwork, InputFormat, freeze
@@ -78,11 +78,37 @@ def _write_and_verify(cfg, net: FrozenNetwork, out_dir: Path, q, class_names, si
     return "not verified (verify=false)"
 
 
+def _hardware(cfg, net: FrozenNetwork, out_dir: Path, numbers: dict, report: dict) -> None:
+    """The serial shell and the FPGA flows, into the cost numbers and the report."""
+    latency = numbers["latency_cycles"]
+    if cfg.shell == "serial" and cfg.fpga != "ice40":
+        fpga.write_shell(out_dir)
+    if cfg.fpga == "xilinx":
+        numbers.update(fpga.xilinx(out_dir))
+        report["xilinx (yosys synth_xilinx)"] = f"{numbers['lut6']} LUT6, {numbers['ff']} FF (core; no timing " \
+                                                "without vendor tools)"
+    elif cfg.fpga == "ice40":
+        numbers.update(fpga.ice40(out_dir, net, latency, cfg.fpga_device))
+        cycles = latency + 1  # the shell registers the class one clock after the core has it
+        numbers["shell_latency_cycles"] = cycles
+        fmax = numbers["fmax_mhz"]
+        numbers["latency_ns"] = round(cycles * 1000 / fmax, 1) if fmax else None
+        report[f"ice40 {cfg.fpga_device} (yosys + nextpnr)"] = (
+            f"core {numbers['lut4_core']} LUT4 + {numbers['ff_core']} FF; with the serial shell "
+            f"{numbers['lut4']} LUT4 + {numbers['ff']} FF; Fmax {fmax} MHz; class {cycles} clock(s) after the last "
+            f"feature" + (f" = {numbers['latency_ns']} ns" if fmax else ""))
+
+
 def run_export(cfg, run_dir: Path) -> str:
     if cfg.format not in FORMATS:
         raise DWNError(f"format must be one of {', '.join(FORMATS)}; got {cfg.format!r}.")
     if cfg.vectors is not None and cfg.vectors < 1:
         raise DWNError(f"vectors must be a positive integer; got {cfg.vectors}.")
+    if cfg.fpga not in fpga.FPGAS or cfg.shell not in ("none", "serial"):
+        raise DWNError(f"fpga must be one of {', '.join(fpga.FPGAS)} and shell none or serial; got fpga={cfg.fpga!r}, "
+                       f"shell={cfg.shell!r}.")
+    if (cfg.fpga != "none" or cfg.shell != "none") and cfg.format != "verilog":
+        raise DWNError(f"fpga= and shell= work on the Verilog export: add format=verilog (got format={cfg.format}).")
     simulator = simulate.choose(cfg.simulator) if cfg.format == "verilog" and cfg.verify else None
     count = cfg.vectors or simulate.DEFAULT_VECTORS.get(simulator, 256)
     restored = restore(cfg.checkpoint, data_overrides(cfg))
@@ -107,6 +133,8 @@ def run_export(cfg, run_dir: Path) -> str:
         numbers["yosys_lut6"] = yosys_luts(out_dir / "dwn_top.v")
         report["yosys synth -lut 6"] = "yosys not installed" if numbers["yosys_lut6"] is None else \
             f"{numbers['yosys_lut6']} LUT-6 (whole design)"
+    if cfg.format == "verilog":
+        _hardware(cfg, net, out_dir, numbers, report)
     report["test accuracy: float / frozen"] = (f"{100 * numbers['accuracy_float']:.2f} % / "
                                                f"{100 * numbers['accuracy_frozen']:.2f} % ({fmt.bits}-bit inputs)")
     (out_dir / "cost.json").write_text(json.dumps({**numbers, "verify": verdict}, indent=2) + "\n")

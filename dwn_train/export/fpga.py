@@ -1,0 +1,99 @@
+"""FPGA numbers from an open toolchain: the one place that knows yosys and nextpnr.
+
+    ice40:  yosys synth_ice40 of the core (dwn_top) alone and inside the serial shell (dwn_shell,
+            templates/dwn_shell.v: the board-level wrapper whose few pins fit a package), then
+            nextpnr-ice40 place and route of the shell for a device (hx8k by default, the largest
+            iCE40 HX) with --timing-allow-fail, so a slow design reports its Fmax instead of failing.
+    xilinx: yosys synth_xilinx of the core: LUT1..LUT6 and flip-flop counts, the unit of the paper's
+            tables (no timing: that needs the vendor's tools).
+Debian packages: yosys, nextpnr-ice40, fpga-icestorm.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from ..errors import DWNError
+from .freeze import FrozenNetwork
+from .verilog import class_width
+
+FPGAS = ("none", "ice40", "xilinx")
+# iCE40 devices nextpnr knows, with a package that has the I/O, and their logic cells (LUT4 + FF)
+ICE40 = {"hx1k": ("tq144", 1280), "up5k": ("sg48", 5280), "hx8k": ("ct256", 7680)}
+TEMPLATE = Path(__file__).resolve().parent / "templates" / "dwn_shell.v"
+
+
+def write_shell(out_dir: Path) -> Path:
+    """templates/dwn_shell.v into out_dir (its parameters are set where it is instantiated)."""
+    path = out_dir / "dwn_shell.v"
+    path.write_text(TEMPLATE.read_text())
+    return path
+
+
+def shell_parameters(net: FrozenNetwork, latency: int) -> dict:
+    return {"FEATURES": net.num_features, "BITS": net.input.bits, "CLASS_BITS": class_width(net), "LATENCY": latency}
+
+
+def _need(tool: str, package: str) -> None:
+    if shutil.which(tool) is None:
+        raise DWNError(f"fpga= needs {tool} on the PATH (apt-get install {package}).")
+
+
+def _yosys(script: str, cwd: Path) -> str:
+    result = subprocess.run(["yosys", "-p", script], cwd=cwd, capture_output=True, text=True)
+    if result.returncode:
+        last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
+        raise DWNError(f"yosys could not synthesise the design in {cwd}: {last[0]}")
+    return result.stdout
+
+
+def _cells(stat: str, pattern: str) -> int:
+    """The sum of the cell counts whose names match `pattern` in yosys's last `stat` report."""
+    report = stat[stat.rfind("Number of cells"):]
+    return sum(int(count) for name, count in re.findall(r"^\s+(\S+)\s+(\d+)\s*$", report, re.M)
+               if re.fullmatch(pattern, name))
+
+
+def xilinx(out_dir: Path) -> dict:
+    _need("yosys", "yosys")
+    stat = _yosys("read_verilog dwn_top.v; synth_xilinx -top dwn_top; stat", out_dir)
+    return {"lut6": _cells(stat, r"LUT[1-6]"), "ff": _cells(stat, r"FD[A-Z]*")}
+
+
+def ice40(out_dir: Path, net: FrozenNetwork, latency: int, device: str = "hx8k") -> dict:
+    """Core and shell cell counts, then place and route of the shell on `device`: LUT4, FF, Fmax."""
+    if device not in ICE40:
+        raise DWNError(f"fpga_device must be one of {', '.join(ICE40)} for fpga=ice40; got {device!r}.")
+    _need("yosys", "yosys")
+    _need("nextpnr-ice40", "nextpnr-ice40")
+    write_shell(out_dir)
+    core = _yosys("read_verilog dwn_top.v; synth_ice40 -top dwn_top; stat", out_dir)
+    params = " ".join(f"-set {k} {v}" for k, v in shell_parameters(net, latency).items())
+    with tempfile.TemporaryDirectory(prefix="dwn-ice40-") as build:
+        netlist = Path(build) / "shell.json"
+        shell = _yosys(f"read_verilog dwn_top.v dwn_shell.v; chparam {params} dwn_shell; "
+                       f"synth_ice40 -top dwn_shell -json {netlist}; stat", out_dir)
+        numbers = {"lut4_core": _cells(core, r"SB_LUT4"), "ff_core": _cells(core, r"SB_DFF\w*"),
+                   "lut4": _cells(shell, r"SB_LUT4"), "ff": _cells(shell, r"SB_DFF\w*"), "device": device}
+        package, cells = ICE40[device]
+        if numbers["lut4"] > cells:
+            raise DWNError(f"the design needs {numbers['lut4']} LUT4 cells; the iCE40 {device} has {cells} (the largest, "
+                           "hx8k, has 7680): choose a smaller model or fpga=xilinx for counts only.")
+        numbers["fmax_mhz"] = _place_and_route(netlist, device, package, out_dir)
+    return numbers
+
+
+def _place_and_route(netlist: Path, device: str, package: str, out_dir: Path) -> float | None:
+    command = ["nextpnr-ice40", f"--{device}", "--package", package, "--json", str(netlist), "--asc",
+               str(out_dir / f"dwn_shell_{device}.asc"), "--timing-allow-fail", "--freq", "12", "--seed", "1"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    log = result.stderr + result.stdout
+    if result.returncode:
+        last = [line for line in log.splitlines() if "ERROR" in line][-1:] or log.strip().splitlines()[-1:]
+        raise DWNError(f"nextpnr-ice40 could not place and route the design on {device}: {last[0] if last else '?'}")
+    found = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", log)
+    return float(found[-1]) if found else None

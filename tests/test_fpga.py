@@ -1,0 +1,89 @@
+"""The serial shell and the FPGA flows (yosys, nextpnr-ice40) on a tiny hand-made network."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from dwn_train import DWNError
+from dwn_train.export import fpga, verilog
+from dwn_train.export.freeze import FrozenLayer, FrozenNetwork, InputFormat
+
+
+def _tiny(seed: int = 0) -> FrozenNetwork:
+    """3 features x 2 thermometer bits -> 8 LUT-2 -> 6 LUT-3 -> 3 classes of 2 bits."""
+    rng = np.random.default_rng(seed)
+    first = FrozenLayer(rng.integers(0, 6, (8, 2)), rng.integers(0, 2, (8, 4)).astype(np.uint8))
+    second = FrozenLayer(rng.integers(0, 8, (6, 3)), rng.integers(0, 2, (6, 8)).astype(np.uint8))
+    thresholds = np.array([[60, 180], [100, 140], [30, 220]])
+    return FrozenNetwork(InputFormat(8, 0, False), 3, thresholds, [first, second], 3)
+
+
+def _shell_testbench(q: np.ndarray, latency: int) -> str:
+    feed = []
+    for row in q:
+        for value in row:
+            feed.append(f"    din = 8'd{int(value)}; din_valid = 1; @(posedge clk); #1;")
+        feed.append("    din_valid = 0; @(posedge clk); #1;")  # a gap between samples, as a board may leave
+    return f"""`timescale 1ns/1ps
+module shell_tb;
+  reg clk = 0, rst = 1, din_valid = 0;
+  reg [7:0] din = 0;
+  wire [1:0] class_out;
+  wire class_valid;
+  always #5 clk = ~clk;
+  dwn_shell #(.FEATURES(3), .BITS(8), .CLASS_BITS(2), .LATENCY({latency})) dut (
+    .clk(clk), .rst(rst), .din(din), .din_valid(din_valid), .class_out(class_out), .class_valid(class_valid));
+  always @(posedge clk) if (class_valid) $display("class %0d", class_out);
+  initial begin
+    @(posedge clk); #1; rst = 0;
+{chr(10).join(feed)}
+    repeat ({latency + 4}) @(posedge clk);
+    $finish;
+  end
+endmodule
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("registered", [False, True])
+def test_the_serial_shell_feeds_the_core_and_reports_every_class(registered, tmp_path):
+    if shutil.which("iverilog") is None:
+        pytest.skip("iverilog is not installed")
+    net = _tiny()
+    q = np.random.default_rng(1).integers(0, 256, size=(12, 3))
+    verilog.write(net, tmp_path, q, registered=registered)
+    fpga.write_shell(tmp_path)
+    (tmp_path / "shell_tb.v").write_text(_shell_testbench(q, len(net.layers) if registered else 0))
+    subprocess.run(["iverilog", "-g2001", "-o", "shell_sim", "shell_tb.v", "dwn_shell.v", "dwn_top.v"], cwd=tmp_path,
+                   check=True)
+    out = subprocess.run(["vvp", "-n", "shell_sim"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    got = [int(line.split()[1]) for line in out.splitlines() if line.startswith("class ")]
+    assert got == net.predict(q).tolist()
+
+
+@pytest.mark.slow
+def test_ice40_and_xilinx_flows_report_cells_and_fmax(tmp_path):
+    for tool in ("yosys", "nextpnr-ice40"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed")
+    net = _tiny()
+    verilog.write(net, tmp_path, np.zeros((1, 3), dtype=np.int64), registered=True)
+    numbers = fpga.ice40(tmp_path, net, latency=2, device="hx1k")
+    assert numbers["lut4"] >= numbers["lut4_core"] > 0
+    assert numbers["ff"] >= 3 * 8 + 2 and numbers["ff_core"] > 0  # the shift register; the core's stages
+    assert numbers["fmax_mhz"] > 10 and (tmp_path / "dwn_shell_hx1k.asc").stat().st_size > 1000
+    counts = fpga.xilinx(tmp_path)
+    assert counts["lut6"] > 0 and counts["ff"] == numbers["ff_core"]
+
+
+@pytest.mark.slow
+def test_a_design_too_large_for_the_device_is_one_sentence(tmp_path, monkeypatch):
+    if shutil.which("yosys") is None or shutil.which("nextpnr-ice40") is None:
+        pytest.skip("yosys or nextpnr-ice40 is not installed")
+    net = _tiny()
+    verilog.write(net, tmp_path, np.zeros((1, 3), dtype=np.int64))
+    monkeypatch.setitem(fpga.ICE40, "hx1k", ("tq144", 3))
+    with pytest.raises(DWNError, match=r"the design needs \d+ LUT4 cells; the iCE40 hx1k has 3"):
+        fpga.ice40(tmp_path, net, latency=0, device="hx1k")
