@@ -165,7 +165,8 @@ class ExportConfig:
     format: str = "verilog"  # verilog | c | json
     out: Optional[str] = None  # default: <run dir>/export
     verify: bool = False  # simulate (iverilog) / compile and run (gcc) / reload, and compare with Python
-    registered: bool = False  # verilog: a register stage after every LUT layer
+    pipeline: str = "none"  # verilog: none (combinational) | layers (a stage after every LUT layer) | full
+    registered: bool = False  # the same as pipeline=layers (kept for older command lines)
     input_bits: Optional[int] = None  # null: uint8 for byte data, else 16-bit signed
     frac_bits: Optional[int] = None  # null: as many as the data's range leaves
     vectors: Optional[int] = None  # test samples in vectors.hex and verified (null: 1000 with Verilator, 8 with Icarus)

@@ -109,16 +109,18 @@ def test_c_export_compiles_strictly_and_matches(digits_checkpoint, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("simulator, registered", [("iverilog", False), ("iverilog", True), ("verilator", True)])
-def test_verilog_export_simulates_and_matches(simulator, registered, digits_checkpoint, tmp_path):
+@pytest.mark.parametrize("simulator, pipeline", [("iverilog", "none"), ("iverilog", "registered"),
+                                                 ("iverilog", "full"), ("verilator", "full")])
+def test_verilog_export_simulates_and_matches(simulator, pipeline, digits_checkpoint, tmp_path):
     from dwn_train.export import simulate
 
     if shutil.which(simulator) is None:
         pytest.skip(f"{simulator} is not installed")
-    verdict = run_export(_export_cfg(digits_checkpoint, tmp_path, format="verilog", registered=registered, vectors=40,
-                                     simulator=simulator), tmp_path)
+    stages = dict(registered=True) if pipeline == "registered" else dict(pipeline=pipeline)  # the older alias
+    verdict = run_export(_export_cfg(digits_checkpoint, tmp_path, format="verilog", vectors=40, simulator=simulator,
+                                     **stages), tmp_path)
     assert verdict.startswith(f"PASS 40 vectors ({simulator}, ")
-    assert ("posedge clk" in (tmp_path / "dwn_top.v").read_text()) == registered
+    assert ("posedge clk" in (tmp_path / "dwn_top.v").read_text()) == (pipeline != "none")
     # the testbench really compares: a wrong expected class fails it, and the first mismatch is named
     lines = (tmp_path / "vectors.hex").read_text().splitlines()
     lines[3] = lines[3][:-1] + ("0" if lines[3][-1] != "0" else "1")
@@ -151,8 +153,14 @@ def test_cost_report_counts(digits_checkpoint):
     from dwn_train.export.cost import cost_report, lut6_equivalents
 
     model, encoder, data = _trained(digits_checkpoint)
-    report = cost_report(freeze(model, encoder, InputFormat.infer(data.x_train.numpy())), registered=True)
+    net = freeze(model, encoder, InputFormat.infer(data.x_train.numpy()))
+    report = cost_report(net, "layers")
     assert report["LUTs (LUT-6 equivalents)"] == "180 (180)" and report["registers"] == 180
+    assert report["latency (clock cycles)"] == "2 (pipeline=layers)"
+    full = cost_report(net, "full")
+    # encoder 192 + LUTs 180 + popcounts (10 classes, one chunk of 6 bits, 3-bit scores) 30 + argmax
+    # tournament of 10 (rounds of 5, 3, 2, 1 winners: (3 + 4) bits each) 77 + scores delayed 4 rounds 120
+    assert full["registers"] == 192 + 180 + 30 + 77 + 120 and full["latency (clock cycles)"] == "8 (pipeline=full)"
     assert report["popcount adder trees"].startswith("10 x 6-input")
     assert [lut6_equivalents(n) for n in (2, 6, 7, 8)] == [1, 1, 3, 7]
 

@@ -47,15 +47,15 @@ endmodule
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("registered", [False, True])
-def test_the_serial_shell_feeds_the_core_and_reports_every_class(registered, tmp_path):
+@pytest.mark.parametrize("pipeline", verilog.PIPELINES)
+def test_the_serial_shell_feeds_the_core_and_reports_every_class(pipeline, tmp_path):
     if shutil.which("iverilog") is None:
         pytest.skip("iverilog is not installed")
     net = _tiny()
     q = np.random.default_rng(1).integers(0, 256, size=(12, 3))
-    verilog.write(net, tmp_path, q, registered=registered)
+    verilog.write(net, tmp_path, q, pipeline=pipeline)
     fpga.write_shell(tmp_path)
-    (tmp_path / "shell_tb.v").write_text(_shell_testbench(q, len(net.layers) if registered else 0))
+    (tmp_path / "shell_tb.v").write_text(_shell_testbench(q, verilog.design(net, pipeline).latency))
     subprocess.run(["iverilog", "-g2001", "-o", "shell_sim", "shell_tb.v", "dwn_shell.v", "dwn_top.v"], cwd=tmp_path,
                    check=True)
     out = subprocess.run(["vvp", "-n", "shell_sim"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
@@ -69,7 +69,7 @@ def test_ice40_and_xilinx_flows_report_cells_and_fmax(tmp_path):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed")
     net = _tiny()
-    verilog.write(net, tmp_path, np.zeros((1, 3), dtype=np.int64), registered=True)
+    verilog.write(net, tmp_path, np.zeros((1, 3), dtype=np.int64), pipeline="layers")
     numbers = fpga.ice40(tmp_path, net, latency=2, device="hx1k")
     assert numbers["lut4"] >= numbers["lut4_core"] > 0
     assert numbers["ff"] >= 3 * 8 + 2 and numbers["ff_core"] > 0  # the shift register; the core's stages
@@ -87,3 +87,10 @@ def test_a_design_too_large_for_the_device_is_one_sentence(tmp_path, monkeypatch
     monkeypatch.setitem(fpga.ICE40, "hx1k", ("tq144", 3))
     with pytest.raises(DWNError, match=r"the design needs \d+ LUT4 cells; the iCE40 hx1k has 3"):
         fpga.ice40(tmp_path, net, latency=0, device="hx1k")
+
+
+def test_pipeline_full_counts_its_stages():
+    net = _tiny()  # 3 classes of 2 bits: one chunk per popcount (1 stage), a tournament of 2 rounds
+    assert [verilog.design(net, p).latency for p in verilog.PIPELINES] == [0, 2, 1 + 2 + 1 + 2]
+    with pytest.raises(DWNError, match="pipeline must be one of none, layers, full"):
+        verilog.design(net, "deep")

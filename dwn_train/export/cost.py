@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .c import _ctype, table_words
 from .freeze import FrozenNetwork
-from .verilog import class_width, score_width
+from .verilog import class_width, design, score_width
 
 
 def lut6_equivalents(n: int) -> int:
@@ -17,21 +17,21 @@ def lut6_equivalents(n: int) -> int:
     return 1 if n <= 6 else 2 ** (n - 6) + 2 ** (n - 6) - 1
 
 
-def cost_numbers(net: FrozenNetwork, registered: bool = False) -> dict:
+def cost_numbers(net: FrozenNetwork, pipeline: str = "none") -> dict:
     """The countable costs as numbers (cost.json's keys; cost_report formats them)."""
-    fmt = net.input
+    fmt, built = net.input, design(net, pipeline)
     return {"comparators": int(((net.thresholds >= fmt.lo) & (net.thresholds < fmt.hi)).sum()),
             "thermometer_bits": int(net.thresholds.size),
             "luts": sum(len(layer.tables) for layer in net.layers),
             "lut6_equivalents": sum(len(layer.tables) * lut6_equivalents(layer.n) for layer in net.layers),
             "adder_nodes": net.num_classes * (net.group - 1),
-            "registers": sum(len(layer.tables) for layer in net.layers) if registered else 0,
-            "latency_cycles": len(net.layers) if registered else 0,
+            "registers": built.registers,
+            "latency_cycles": built.latency,
             "input_bits": fmt.bits}
 
 
-def cost_report(net: FrozenNetwork, registered: bool = False) -> dict:
-    numbers = cost_numbers(net, registered)
+def cost_report(net: FrozenNetwork, pipeline: str = "none") -> dict:
+    numbers = cost_numbers(net, pipeline)
     fmt, rows = net.input, {}
     rows["encoder comparators"] = f"{numbers['comparators']} x {fmt.bits}-bit (of {numbers['thermometer_bits']} " \
                                   "thermometer bits)"
@@ -43,7 +43,8 @@ def cost_report(net: FrozenNetwork, registered: bool = False) -> dict:
                                     f"({numbers['adder_nodes']} two-input adder nodes)")
     rows["argmax"] = f"{net.num_classes - 1} x {score_width(net)}-bit comparators -> {class_width(net)} bits"
     rows["registers"] = numbers["registers"]
-    rows["latency (clock cycles)"] = numbers["latency_cycles"] if registered else "0 (combinational)"
+    rows["latency (clock cycles)"] = f"{numbers['latency_cycles']} (pipeline={pipeline})" if numbers["latency_cycles"] \
+        else "0 (combinational)"
     widest = max(net.num_features * net.num_bits, *(len(l.tables) for l in net.layers))
     wire_bytes = int(_ctype(0, widest).removeprefix("uint").removesuffix("_t")) // 8  # as the C export types it
     table_bytes = sum(table_words(l.tables).size * 8 for l in net.layers)

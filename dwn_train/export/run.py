@@ -60,6 +60,11 @@ def _accuracies(model, encoder, net: FrozenNetwork, data) -> dict:
             "accuracy_frozen": float((frozen_classes == labels).mean())}
 
 
+def _pipeline(cfg) -> str:
+    """pipeline=, with the older registered=true standing for pipeline=layers."""
+    return "layers" if cfg.registered and cfg.pipeline == "none" else cfg.pipeline
+
+
 def _write_and_verify(cfg, net: FrozenNetwork, out_dir: Path, q, class_names, simulator) -> str:
     """Write the chosen format into out_dir and, with verify=true, check it against `net` on q."""
     if cfg.format == "json":
@@ -72,7 +77,7 @@ def _write_and_verify(cfg, net: FrozenNetwork, out_dir: Path, q, class_names, si
         if cfg.verify:
             return _verify_c(net, out_dir, q)
     else:
-        verilog_export.write(net, out_dir, q, registered=cfg.registered, class_names=class_names)
+        verilog_export.write(net, out_dir, q, pipeline=_pipeline(cfg), class_names=class_names)
         if cfg.verify:
             return simulate.run_testbench(out_dir, simulator, len(q))
     return "not verified (verify=false)"
@@ -107,6 +112,8 @@ def run_export(cfg, run_dir: Path) -> str:
     if cfg.fpga not in fpga.FPGAS or cfg.shell not in ("none", "serial"):
         raise DWNError(f"fpga must be one of {', '.join(fpga.FPGAS)} and shell none or serial; got fpga={cfg.fpga!r}, "
                        f"shell={cfg.shell!r}.")
+    if cfg.pipeline not in verilog_export.PIPELINES:
+        raise DWNError(f"pipeline must be one of {', '.join(verilog_export.PIPELINES)}; got {cfg.pipeline!r}.")
     if (cfg.fpga != "none" or cfg.shell != "none") and cfg.format != "verilog":
         raise DWNError(f"fpga= and shell= work on the Verilog export: add format=verilog (got format={cfg.format}).")
     simulator = simulate.choose(cfg.simulator) if cfg.format == "verilog" and cfg.verify else None
@@ -127,8 +134,8 @@ def run_export(cfg, run_dir: Path) -> str:
     out_dir = Path(cfg.out) if cfg.out else run_dir / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
     verdict = _write_and_verify(cfg, net, out_dir, q, restored.data.get("class_names"), simulator)
-    numbers = {**cost_numbers(net, cfg.registered), **_accuracies(model, encoder, net, data)}
-    report = cost_report(net, registered=cfg.registered)
+    numbers = {**cost_numbers(net, _pipeline(cfg)), **_accuracies(model, encoder, net, data)}
+    report = cost_report(net, _pipeline(cfg))
     if cfg.format == "verilog" and cfg.yosys:
         numbers["yosys_lut6"] = yosys_luts(out_dir / "dwn_top.v")
         report["yosys synth -lut 6"] = "yosys not installed" if numbers["yosys_lut6"] is None else \
