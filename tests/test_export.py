@@ -314,3 +314,77 @@ def test_cost_json_reports_float_and_frozen_accuracy(digits_checkpoint, tmp_path
     assert cost["accuracy_float"] == pytest.approx(frozen)  # byte data: quantising changes nothing
     assert (cost["luts"], cost["comparators"], cost["input_bits"], cost["latency_cycles"]) == (180, 192, 8, 0)
     assert cost["verify"].startswith("PASS")
+
+
+# ---- traps other LUT-network exporters found in their own releases ----
+
+def _wide_network(classes: int, fmt: InputFormat, seed: int = 0) -> FrozenNetwork:
+    """3 features x `classes` / 3 thresholds -> `classes` LUT-2s, one bit per class. The tables of the
+    first classes (all but the last 40) are empty and the others sparse, so that the answers are
+    varied and, with 300 classes, mostly above 255."""
+    rng = np.random.default_rng(seed)
+    per = classes // 3
+    thresholds = np.sort(rng.integers(fmt.lo, fmt.hi, size=(3, per)), axis=1)
+    tables = (rng.random((classes, 4)) < 0.2).astype(np.uint8)
+    tables[:max(0, classes - 40)] = 0
+    layer = FrozenLayer(rng.integers(0, 3 * per, (classes, 2)), tables)
+    return FrozenNetwork(fmt, 3, thresholds, [layer], classes)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("classes, fmt", [(300, InputFormat(8, 0, False)), (12, InputFormat(12, 3, True)),
+                                          (6, InputFormat(5, 0, False))],
+                         ids=["300 classes", "signed 12-bit", "unsigned 5-bit"])
+def test_wide_labels_and_odd_bit_widths_agree_in_every_engine(classes, fmt, tmp_path):
+    from dwn_train.export import c as c_export
+    from dwn_train.export import simulate, verilog
+    from dwn_train.export.run import _verify_c
+
+    net = _wide_network(classes, fmt)
+    q = np.random.default_rng(1).integers(fmt.lo, fmt.hi + 1, size=(40, 3))
+    expected = net.predict(q)
+    assert len(set(expected.tolist())) > 1  # not a constant answer
+    assert classes < 256 or expected.max() >= 256  # the label width really exceeds a byte
+    assert np.array_equal(predict_packed(net, q)[0], expected)
+    if shutil.which("gcc"):
+        c_export.write(net, tmp_path / "c")
+        assert _verify_c(net, tmp_path / "c", q).startswith("PASS")
+    if shutil.which("iverilog"):
+        verilog.write(net, tmp_path / "v", q)
+        assert simulate.run_testbench(tmp_path / "v", "iverilog", len(q)).startswith("PASS 40 vectors")
+
+
+def test_nan_has_no_code_and_infinities_saturate():
+    fmt = InputFormat(16, 4, True)
+    assert fmt.quantise([[np.inf, -np.inf, 1.5]]).tolist() == [[fmt.hi, fmt.lo, 24]]
+    with pytest.raises(dwn.DWNError, match=r"input \(1, 0\) is NaN"):
+        fmt.quantise([[0.0], [np.nan]])
+
+
+def test_no_check_in_the_package_is_an_assert():
+    """python -O strips assert statements: every check must be an explicit raise."""
+    import ast
+    from pathlib import Path
+
+    package = Path(dwn.__file__).parent
+    found = [f"{path.relative_to(package)}:{node.lineno}" for path in package.rglob("*.py")
+             for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
+    assert found == []
+
+
+@pytest.mark.slow
+def test_files_left_over_from_another_export_do_not_pass(digits_checkpoint, tmp_path):
+    from dwn_train.export import simulate
+
+    if shutil.which("iverilog") is None:
+        pytest.skip("iverilog is not installed")
+    run_export(_export_cfg(digits_checkpoint, tmp_path, format="verilog", vectors=10, simulator="iverilog"), tmp_path)
+    top = (tmp_path / "dwn_top.v").read_text()
+    import re
+
+    (tmp_path / "dwn_top.v").write_text(re.sub(r"BUILD_ID = 32'h[0-9a-f]{8}", "BUILD_ID = 32'hdeadbeef", top))
+    assert "is from another export" in simulate.run_testbench(tmp_path, "iverilog", 10)
+    (tmp_path / "dwn_top.v").write_text(top)
+    lines = (tmp_path / "vectors.hex").read_text().splitlines()
+    (tmp_path / "vectors.hex").write_text("\n".join(lines[:7]) + "\n")  # an older, shorter vectors.hex
+    assert "holds fewer than 10 vectors" in simulate.run_testbench(tmp_path, "iverilog", 10)

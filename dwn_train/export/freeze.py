@@ -49,8 +49,14 @@ class InputFormat:
         return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
 
     def quantise(self, x) -> np.ndarray:
-        """Real features -> integer codes (int64), rounding half to even, saturating."""
-        scaled = np.rint(np.asarray(x, dtype=np.float64) * 2.0**self.frac_bits)
+        """Real features -> integer codes (int64), rounding half to even, saturating: +-inf become
+        the extreme codes; NaN has no code and is refused (an engine only ever sees codes)."""
+        x = np.asarray(x, dtype=np.float64)
+        if np.isnan(x).any():
+            where = tuple(int(i) for i in np.argwhere(np.isnan(x))[0])
+            raise DWNError(f"input {where} is NaN, which has no integer code; clean or impute the data first "
+                           "(+-inf are allowed: they saturate).")
+        scaled = np.rint(x * 2.0**self.frac_bits)
         return np.clip(scaled, self.lo, self.hi).astype(np.int64)
 
     def dequantise(self, q) -> np.ndarray:

@@ -8,6 +8,7 @@ dwn_top is combinational (pipeline=none), has a register stage after every LUT l
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,7 @@ class Design:
     text: str
     latency: int
     registers: int
+    build: str = ""  # 8 hex digits identifying this RTL (its BUILD_ID)
 
 
 def generate(net: FrozenNetwork, pipeline: str = "none") -> str:
@@ -108,10 +110,12 @@ def design(net: FrozenNetwork, pipeline: str = "none") -> Design:
             out.step()
     scores = _popcounts(net, source, out, pipeline == "full")
     _argmax(net, scores, out, pipeline == "full")
-    out.lines += ["endmodule", ""]
     header = f"// {'Combinational (clk unused).' if not out.latency else f'Pipelined ({pipeline}): latency {out.latency} clock cycles.'}"
     out.lines.insert(3, header)
-    return Design("\n".join(out.lines), out.latency, out.registers)
+    build = hashlib.sha256("\n".join(out.lines).encode()).hexdigest()[:8]
+    out.lines += ["  // which build this is: the testbench refuses an RTL file from another export",
+                  f"  localparam [31:0] BUILD_ID = 32'h{build};", "endmodule", ""]
+    return Design("\n".join(out.lines), out.latency, out.registers, build)
 
 
 class _Out:
@@ -213,7 +217,7 @@ def _wire(out: _Out, name: str, width: int, value: str) -> str:
     return name
 
 
-def testbench(net: FrozenNetwork, count: int, latency: int) -> str:
+def testbench(net: FrozenNetwork, count: int, latency: int, build: str) -> str:
     xw = net.num_features * net.input.bits
     cw, sw = class_width(net), score_width(net)
     total = xw + cw + net.num_classes * sw
@@ -231,6 +235,15 @@ module dwn_tb;
   initial begin
     $readmemh("vectors.hex", vectors);
     errors = 0;
+    // files left over from another export must not pass: the RTL's build and the vector count
+    if (dut.BUILD_ID !== 32'h{build}) begin
+      $display("FAIL dwn_top.v is from another export (build %h, expected {build})", dut.BUILD_ID);
+      $finish;
+    end
+    if (^vectors[{count - 1}] === 1'bx) begin
+      $display("FAIL vectors.hex holds fewer than {count} vectors");
+      $finish;
+    end
     for (i = 0; i < {count}; i = i + 1) begin
       if (i > 0 && i % {max(1, count // 10)} == 0) $display("progress %0d", i);
       x = vectors[i][{total - 1}:{total - xw}];
@@ -308,7 +321,7 @@ def write(net: FrozenNetwork, out_dir: Path, q_vectors: np.ndarray, pipeline: st
           class_names=None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     built = design(net, pipeline)
-    files = {"dwn_top.v": built.text, "dwn_tb.v": testbench(net, len(q_vectors), built.latency),
+    files = {"dwn_top.v": built.text, "dwn_tb.v": testbench(net, len(q_vectors), built.latency, built.build),
              "vectors.hex": vectors(net, q_vectors), "README.md": readme(net, pipeline, built.latency, class_names)}
     for filename, text in files.items():
         (out_dir / filename).write_text(text)
