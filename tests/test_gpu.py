@@ -22,6 +22,7 @@ from dwn_train import cuda_lut, kernels, torch_lut
 from dwn_train.graphs import GraphStep
 from dwn_train.lut import EFD_VARIANTS, LUTSpec, lut_forward
 from dwn_train.mapping import GradBuffer
+from lut_cases import lut_case
 
 pytestmark = [
     pytest.mark.gpu,
@@ -34,19 +35,7 @@ TAU = 0.001  # the learnable mapping's softmax temperature (LUTLayer's default)
 
 
 def _case(n, num, inputs, batch, mapping="random", seed=0, device=None):
-    """One LUT layer call: x (B, I) with exact zeros (a 0 bit), tables (N, 2^n) in [-1, 1], the
-    output gradient (B, N) and the wiring: a fixed mapping (N, n) or learnable weights (I, N n)."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, inputs, generator=gen)
-    x[:, ::5] = 0.0
-    case = {"x": x, "luts": torch.rand(num, 2**n, generator=gen) * 2 - 1,
-            "grad": torch.randn(batch, num, generator=gen), "weights": None}
-    if mapping == "learnable":
-        case["weights"] = torch.rand(inputs, num * n, generator=gen)
-        case["mapping"] = case["weights"].max(dim=0).indices.view(num, n)
-    else:
-        case["mapping"] = torch.randint(0, inputs, (num, n), generator=gen)
-    return {k: None if v is None else v.to(device or DEVICE) for k, v in case.items()}
+    return lut_case(n, num, inputs, batch, mapping, seed, device or DEVICE)
 
 
 def _run(backend, case, spec, dtype=torch.float32):

@@ -13,27 +13,7 @@ from dwn_train import cuda_lut, kernels, torch_lut
 from dwn_train.lut import EFD_VARIANTS, LUTSpec, lut_forward
 from dwn_train.mapping import GradBuffer
 from kernel_host import HostKernels, host_kernels, host_launch  # noqa: F401  (fixtures)
-
-def _case(n, num, inputs, batch, mapping="random", seed=0):
-    """Tensors for one LUT layer call: x (B, I) with exact zeros (a 0 bit), tables (N, 2^n) in
-    [-1, 1], output gradient (B, N), and the wiring: a fixed mapping (N, n) or learnable weights."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, inputs, generator=gen)
-    x[:, ::5] = 0.0
-    case = {"x": x, "luts": torch.rand(num, 2**n, generator=gen) * 2 - 1,
-            "grad": torch.randn(batch, num, generator=gen), "weights": None}
-    if mapping == "learnable":
-        case["weights"] = torch.rand(inputs, num * n, generator=gen)
-        case["mapping"] = case["weights"].max(dim=0).indices.view(num, n)
-    elif mapping == "repeated":  # every LUT reads one input twice, the last reads one input n times
-        wiring = torch.randint(0, inputs, (num, n), generator=gen)
-        wiring[:, -1] = wiring[:, 0]
-        wiring[-1] = wiring[-1, 0]
-        case["mapping"] = wiring
-    else:
-        case["mapping"] = torch.randint(0, inputs, (num, n), generator=gen)
-    return case
-
+from lut_cases import lut_case as _case
 
 def _run(backend, case, spec, dtype, need_x=True):
     """lut_forward as LUTLayer.forward calls it, then backward: (out, grad_x, grad_luts, grad_w)."""
@@ -157,8 +137,8 @@ def test_without_ste(host_launch, n):
 def test_layers_run_on_the_host_kernels(host_launch, monkeypatch):
     """LUTLayer.forward's own path (cached inverse mapping, learnable wiring) with the CUDA backend."""
     choose = lambda spec, x, luts: cuda_lut  # noqa: E731
-    monkeypatch.setattr(dwn.layers, "select_backend", choose)
-    monkeypatch.setattr(dwn.lut, "select_backend", choose)
+    monkeypatch.setattr("dwn_train.layers.select_backend", choose)
+    monkeypatch.setattr("dwn_train.lut.select_backend", choose)
     torch.manual_seed(0)
     for mapping in ("random", "learnable"):
         fast = dwn.LUTLayer(20, 4, n=3, mapping=mapping, efd="fd")
