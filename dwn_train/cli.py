@@ -48,7 +48,8 @@ def _run(name: str, schema, work, cfg):
                            f"`{name} --help` lists every key).")
         return work(cfg, run_dir)
     except KeyboardInterrupt:
-        _fail(name, Interrupted("interrupted before training started; nothing was saved."), run_dir, sweep)
+        _fail(name, Interrupted("interrupted before the training loop (nothing of this run was saved) or after it."),
+              run_dir, sweep)
     except OSError as exc:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         _fail(name, RunError(f"{where}{os_reason(exc)}."), run_dir, sweep)

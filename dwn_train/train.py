@@ -120,33 +120,35 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     plain_config = stored_paths_absolute(OmegaConf.to_container(cfg, resolve=True))
     trained = ctx.wrap(model)
     step_fn = _make_step(trained, optimizer, _objective(model, cfg.model.regularizer), t)
-    saved_epoch = start_epoch - 1 if state is not None else None
-    for epoch in range(start_epoch, t.epochs + 1):
-        try:
-            row, step = _train_epoch(trained, step_fn, optimizer, inputs, y_train, epoch, t, step, ctx)
-        except KeyboardInterrupt:
-            raise Interrupted(_interrupted(epoch, step, saved_epoch, run_dir)) from None
-        if scheduler is not None:
-            scheduler.step()
-        if epoch % t.eval_every == 0 or epoch == t.epochs:
-            for name in ("val", "test"):
-                if name in data.splits:
-                    row[f"{name}_acc"] = evaluate(model, *data.splits[name], t.eval_batch_size, ctx)[0]
-        if not ctx.main:
-            continue
-        console.log.info(console.epoch_line(row))
-        log.append(row)  # before the checkpoint: a crash in between only redoes this epoch
-        improved = row.get(monitor) is not None and (best is None or (row[monitor] > best if higher else row[monitor] < best))
-        if improved:
-            best = row[monitor]
-        payload = make_payload(model=model, encoder=data.encoder, optimizer=optimizer, scheduler=scheduler,
-                               epoch=epoch, step=step, best_metric=best, monitor=monitor, config=plain_config,
-                               data=data.describe())
-        if improved and t.checkpoint.save_best:
-            save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
-        if t.checkpoint.save_last:
-            save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
-            saved_epoch = epoch
+    progress = {"epoch": start_epoch, "step": step, "saved": start_epoch - 1 if state is not None else None}
+    try:
+        for epoch in range(start_epoch, t.epochs + 1):
+            progress["epoch"] = epoch
+            row = _train_epoch(trained, step_fn, optimizer, inputs, y_train, epoch, t, progress, ctx)
+            if scheduler is not None:
+                scheduler.step()
+            if epoch % t.eval_every == 0 or epoch == t.epochs:
+                for name in ("val", "test"):
+                    if name in data.splits:
+                        row[f"{name}_acc"] = evaluate(model, *data.splits[name], t.eval_batch_size, ctx)[0]
+            if not ctx.main:
+                continue
+            console.log.info(console.epoch_line(row))
+            log.append(row)  # before the checkpoint: a crash in between only redoes this epoch
+            improved = row.get(monitor) is not None and (best is None or (row[monitor] > best if higher
+                                                                           else row[monitor] < best))
+            if improved:
+                best = row[monitor]
+            payload = make_payload(model=model, encoder=data.encoder, optimizer=optimizer, scheduler=scheduler,
+                                   epoch=epoch, step=progress["step"], best_metric=best, monitor=monitor,
+                                   config=plain_config, data=data.describe())
+            if improved and t.checkpoint.save_best:
+                save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
+            if t.checkpoint.save_last:
+                save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
+                progress["saved"] = epoch
+    except KeyboardInterrupt:  # Ctrl-C anywhere in the loop: say where, and how to go on
+        raise Interrupted(_interrupted(progress, run_dir)) from None
     if not ctx.main:
         return float("nan")
     if t.plot and log.rows:
@@ -158,10 +160,11 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     return float(best) if best is not None else float("nan")
 
 
-def _interrupted(epoch: int, step: int, saved_epoch, run_dir: Path) -> str:
-    if saved_epoch is None:
+def _interrupted(progress: dict, run_dir: Path) -> str:
+    epoch, step, saved = progress["epoch"], progress["step"], progress["saved"]
+    if saved is None:
         return f"interrupted at epoch {epoch}, step {step}, before any checkpoint was written; start the run again."
-    return (f"interrupted at epoch {epoch}, step {step}; the last checkpoint is epoch {saved_epoch} "
+    return (f"interrupted at epoch {epoch}, step {step}; the last checkpoint is epoch {saved} "
             f"({run_dir / 'checkpoints' / 'last.pt'}); resume with `trainer.resume=auto hydra.run.dir={run_dir}`.")
 
 
@@ -202,9 +205,10 @@ def _train_inputs(data, shift: int, ctx):
     return lambda index, local, generator: encode(local, ctx.shard(draw_shifts(len(index), shift, generator)))
 
 
-def _train_epoch(model, step_fn, optimizer, inputs, y_train, epoch: int, t, step: int, ctx):
-    """One pass over the data in seeded random order; returns (metrics row, global step). The
-    epoch's generator also draws the augmentation, so a resumed epoch repeats it exactly."""
+def _train_epoch(model, step_fn, optimizer, inputs, y_train, epoch: int, t, progress: dict, ctx) -> dict:
+    """One pass over the data in seeded random order; returns the metrics row and counts the global
+    step in progress['step']. The epoch's generator also draws the augmentation, so a resumed epoch
+    repeats it exactly."""
     model.train()
     generator = torch.Generator().manual_seed(t.seed * 100_003 + epoch)
     order = torch.randperm(len(y_train), generator=generator)
@@ -217,7 +221,7 @@ def _train_epoch(model, step_fn, optimizer, inputs, y_train, epoch: int, t, step
             x, y = inputs(index, local, generator), y_train[local]
             scale = ctx.world / len(index)
             loss, logits = step_fn(x, y, scale)
-            step += 1
+            progress["step"] += 1
             loss_sum += loss.item() / scale  # with a regulariser this includes its penalty
             correct += (logits.argmax(-1) == y).sum().item()
             seen += len(y)
@@ -225,4 +229,4 @@ def _train_epoch(model, step_fn, optimizer, inputs, y_train, epoch: int, t, step
     seconds = time.perf_counter() - start
     loss_sum, correct, seen = ctx.sum(loss_sum, correct, seen)
     return {"epoch": epoch, "train_loss": loss_sum / seen, "train_acc": correct / seen, "val_acc": None,
-            "test_acc": None, "lr": lr, "samples_per_s": seen / seconds, "seconds": seconds}, step
+            "test_acc": None, "lr": lr, "samples_per_s": seen / seconds, "seconds": seconds}
