@@ -10,6 +10,7 @@ from dwn_train.errors import RunError
 from dwn_train.rundir import own
 
 
+@pytest.mark.slow
 def test_a_second_owner_is_refused_while_the_first_holds_the_folder(tmp_path):
     with own(tmp_path):
         with pytest.raises(DWNError, match=f"the run folder {tmp_path} is in use by another running dwn-train"):
@@ -23,6 +24,7 @@ def test_a_second_owner_is_refused_while_the_first_holds_the_folder(tmp_path):
         pass
 
 
+@pytest.mark.slow
 def test_a_killed_owner_leaves_no_lock(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", f"from dwn_train.rundir import own\nimport time\n"
                                f"with own({str(tmp_path)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
