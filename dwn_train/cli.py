@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import hydra
@@ -38,6 +39,7 @@ def _run(name: str, schema, work, cfg):
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    (run_dir / "failed.json").unlink(missing_ok=True)  # a job run again in its folder starts clean
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
@@ -136,6 +138,18 @@ def _run_dir_problem(argv: list[str]) -> str | None:
     return None
 
 
+def _early_lock(argv: list[str]):
+    """dwn-train with hydra.run.dir=DIR (the one way two runs can meet in one folder): hold DIR
+    before Hydra writes its files there, so a refused second run changes nothing of the first.
+    Under torchrun the trainer takes it (only it knows the strategy)."""
+    given = [arg.split("=", 1)[1] for arg in argv if arg.startswith("hydra.run.dir=")]
+    if not given or any(arg in ("-m", "--multirun") for arg in argv) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return nullcontext()
+    from .rundir import own
+
+    return own(Path(given[-1]))
+
+
 def _entry(name: str, app) -> None:
     if "--version" in sys.argv[1:]:
         from importlib.metadata import PackageNotFoundError, version
@@ -153,7 +167,11 @@ def _entry(name: str, app) -> None:
               file=sys.stderr)
         sys.exit(1)
     try:
-        app()
+        with _early_lock(sys.argv[1:]) if name == "dwn-train" else nullcontext():
+            app()
+    except (DWNError, RunError) as exc:  # the early lock: another run holds the folder
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     except SystemExit as exc:
         # Hydra exits 1 when the config cannot be composed: that is the user's input, so 2
         if exc.code == 1 and not _started:

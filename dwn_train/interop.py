@@ -30,11 +30,19 @@ from .thermometer import Thermometer
 _LUTS = re.compile(r"^(\d+)\.luts$")
 
 
-def from_torch_dwn(model, thresholds, num_classes: int, tau: float = 1.0):
-    """(encoder, nn.Sequential of our LUTLayers and a GroupSum) holding a torch-dwn model's state."""
+def from_torch_dwn(model, thresholds, num_classes: int, tau: float = 1.0, num_features: int | None = None):
+    """(encoder, nn.Sequential of our LUTLayers and a GroupSum) holding a torch-dwn model's state.
+    num_features: needed only for a global thermometer (thresholds (z,) or (1, z)), whose
+    thresholds do not say how many features share them."""
     state = model.state_dict() if isinstance(model, nn.Module) else dict(model)
     encoder = _encoder(torch.as_tensor(thresholds, dtype=torch.float32))
-    width = encoder.thresholds.numel()
+    if encoder.feature_wise:
+        width = encoder.thresholds.numel()
+    elif num_features is None:
+        raise DWNError("a global thermometer's thresholds do not say how many features share them: pass "
+                       "num_features.")
+    else:
+        width = num_features * encoder.num_bits
     layers = []
     for index in sorted(int(m.group(1)) for m in map(_LUTS.match, state) if m):
         luts = state[f"{index}.luts"]

@@ -50,6 +50,23 @@ def build_scheduler(cfg, optimizer, epochs: int):
     return SCHEDULERS[cfg.kind](cfg, optimizer, epochs)
 
 
+def load_optimizer_state(optimizer, state: dict) -> None:
+    """optimizer.load_state_dict(state), keeping what the builder chose for this run: whether the
+    step is capturable or fused, and the learning rate's form (a device tensor under CUDA graphs, a
+    float otherwise). load_state_dict would bring back the saved run's choices instead."""
+    chosen = [{key: group[key] for key in ("capturable", "fused", "foreach") if key in group}
+              for group in optimizer.param_groups]
+    lr_like = [group["lr"] for group in optimizer.param_groups]
+    optimizer.load_state_dict(state)
+    for group, keep, like in zip(optimizer.param_groups, chosen, lr_like):
+        group.update(keep)
+        value = float(group["lr"])
+        group["lr"] = torch.tensor(value, dtype=like.dtype, device=like.device) if isinstance(like, torch.Tensor) \
+            else value
+        if "initial_lr" in group:
+            group["initial_lr"] = float(group["initial_lr"])
+
+
 def current_lr(optimizer) -> float:
     """The first parameter group's learning rate as a float (it may be a device tensor)."""
     return float(optimizer.param_groups[0]["lr"])

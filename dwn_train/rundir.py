@@ -1,6 +1,8 @@
 """The run folder a training run owns.
 
-`own(run_dir)` is entered before any data is loaded: it creates the folder, proves it writable,
+`own(run_dir)` is entered before anything is written there (dwn-train takes it before Hydra writes
+its files when the folder is named on the command line) and before any data is loaded: it creates
+the folder, proves it writable,
 takes an exclusive lock (`.lock`, fcntl.flock: the OS releases it when the process dies, so a
 SIGKILL never leaves a stale lock), refuses a second live run in the same folder, and removes the
 temporary files a killed checkpoint write left behind.
@@ -13,14 +15,20 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from .checkpoint import remove_stale_temporaries
 from .errors import DWNError, RunError, os_reason
+
+_HELD: set = set()  # the run folders this process holds: owning one again is a no-op
 
 
 @contextmanager
 def own(run_dir: Path):
-    """Hold `run_dir` for this process for the duration of the block."""
+    """Hold `run_dir` for this process for the duration of the block (re-entrant: dwn-train takes
+    it before Hydra writes into it, and the trainer again)."""
     run_dir = Path(run_dir)
+    key = run_dir.resolve()
+    if key in _HELD:
+        yield run_dir
+        return
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         handle = open(run_dir / ".lock", "a+")
@@ -39,7 +47,13 @@ def own(run_dir: Path):
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
+        from .checkpoint import remove_stale_temporaries  # (imports torch: only once a run starts)
+
         remove_stale_temporaries(run_dir / "checkpoints")
-        yield run_dir
+        _HELD.add(key)
+        try:
+            yield run_dir
+        finally:
+            _HELD.discard(key)
     finally:
         handle.close()  # closing releases the lock

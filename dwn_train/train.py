@@ -24,7 +24,7 @@ from .graphs import GraphStep
 from .layers import LUTLayer
 from .metrics import MetricsLog
 from .model import build_model
-from .optim import build_optimizer, build_scheduler, current_lr
+from .optim import build_optimizer, build_scheduler, current_lr, load_optimizer_state
 from .prepare import prepare_data, resolve_device
 from .regularizers import penalty
 from .scoring import evaluate
@@ -40,7 +40,8 @@ def train(cfg, run_dir: Path) -> float:
     if t.threads:
         torch.set_num_threads(t.threads)
     # rank 0 owns the run folder (lock, writable, stale temporaries gone); other DDP ranks share it
-    owner = rundir.own(run_dir) if distributed.launching_rank() == 0 else nullcontext(run_dir)
+    others = t.strategy == "ddp" and distributed.launching_rank() > 0
+    owner = nullcontext(run_dir) if others else rundir.own(run_dir)
     with owner:
         ctx = distributed.setup(t.strategy, device)
         try:
@@ -75,6 +76,16 @@ def _resume_path(cfg, run_dir: Path):
     return Path(resume)
 
 
+def _check_resumable(cfg, state: dict, resume: Path) -> None:
+    """The optimizer's state only carries over to the same kind of optimizer."""
+    from .config import stored_config
+
+    stored = stored_config(state["config"]).optimizer.kind
+    if stored != cfg.optimizer.kind:
+        raise DWNError(f"checkpoint {str(resume)!r} was trained with optimizer={stored}; its state cannot continue "
+                       f"with optimizer={cfg.optimizer.kind}: resume with optimizer={stored}.")
+
+
 def _restore_encoder(cfg, state):
     from .model import build_encoder
 
@@ -88,6 +99,8 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     resume = _resume_path(cfg, run_dir)
     state = load_checkpoint(resume) if resume is not None else None
 
+    if state is not None:
+        _check_resumable(cfg, state, resume)
     if state is not None and state["epoch"] >= t.epochs:
         raise DWNError(f"checkpoint {str(resume)!r} has already trained {state['epoch']} epochs and trainer.epochs="
                        f"{t.epochs}: nothing is left to train; raise trainer.epochs to continue.")
@@ -106,7 +119,7 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     log = MetricsLog(run_dir, tensorboard=cfg.logger.kind == "tensorboard", enabled=ctx.main)
     if state is not None:
         load_state(model, state["model"], f"checkpoint {str(resume)!r}")
-        optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(optimizer, state["optimizer"])
         if scheduler is not None and state.get("scheduler") is not None:
             scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
@@ -120,7 +133,8 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     plain_config = stored_paths_absolute(OmegaConf.to_container(cfg, resolve=True))
     trained = ctx.wrap(model)
     step_fn = _make_step(trained, optimizer, _objective(model, cfg.model.regularizer), t)
-    progress = {"epoch": start_epoch, "step": step, "saved": start_epoch - 1 if state is not None else None}
+    # the checkpoint on disk that a resume would start from: (epoch, path)
+    progress = {"epoch": start_epoch, "step": step, "saved": (state["epoch"], resume) if state is not None else None}
     try:
         for epoch in range(start_epoch, t.epochs + 1):
             progress["epoch"] = epoch
@@ -146,7 +160,7 @@ def _train(cfg, run_dir: Path, ctx) -> float:
                 save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
             if t.checkpoint.save_last:
                 save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
-                progress["saved"] = epoch
+                progress["saved"] = (epoch, run_dir / "checkpoints" / "last.pt")
     except KeyboardInterrupt:  # Ctrl-C anywhere in the loop: say where, and how to go on
         raise Interrupted(_interrupted(progress, run_dir)) from None
     if not ctx.main:
@@ -164,8 +178,10 @@ def _interrupted(progress: dict, run_dir: Path) -> str:
     epoch, step, saved = progress["epoch"], progress["step"], progress["saved"]
     if saved is None:
         return f"interrupted at epoch {epoch}, step {step}, before any checkpoint was written; start the run again."
-    return (f"interrupted at epoch {epoch}, step {step}; the last checkpoint is epoch {saved} "
-            f"({run_dir / 'checkpoints' / 'last.pt'}); resume with `trainer.resume=auto hydra.run.dir={run_dir}`.")
+    saved_epoch, path = saved
+    how = "trainer.resume=auto" if Path(path) == run_dir / "checkpoints" / "last.pt" else f"trainer.resume={path}"
+    return (f"interrupted at epoch {epoch}, step {step}; the last checkpoint is epoch {saved_epoch} ({path}); "
+            f"resume with `{how} hydra.run.dir={run_dir}`.")
 
 
 def _objective(model, reg):

@@ -141,6 +141,29 @@ def test_resuming_with_fewer_epochs_says_so_and_the_log_says_why(small_run, run_
     assert (small_run / "checkpoints" / "last.pt").read_bytes() == before
 
 
+def test_resuming_with_another_optimizer_is_refused(small_run, run_cli, tmp_path):
+    _clean(*run_cli("train", *TINY, "trainer.epochs=3", "optimizer=sgd", f"trainer.resume={small_run}/checkpoints/last.pt",
+                    f"hydra.run.dir={tmp_path}"), 2, "was trained with optimizer=adam; its state cannot continue with "
+                                                    "optimizer=sgd")
+
+
+def test_the_ctrl_c_advice_names_the_checkpoint_on_disk(tmp_path):
+    from dwn_train.train import _interrupted
+
+    run = tmp_path / "new"
+    elsewhere = _interrupted({"epoch": 6, "step": 40, "saved": (5, tmp_path / "old" / "last.pt")}, run)
+    assert f"the last checkpoint is epoch 5 ({tmp_path / 'old' / 'last.pt'})" in elsewhere
+    assert f"trainer.resume={tmp_path / 'old' / 'last.pt'} hydra.run.dir={run}" in elsewhere
+    here = _interrupted({"epoch": 6, "step": 40, "saved": (6, run / "checkpoints" / "last.pt")}, run)
+    assert f"trainer.resume=auto hydra.run.dir={run}" in here
+
+
+def test_a_job_run_again_in_its_folder_forgets_its_old_failure(run_cli, tmp_path):
+    (tmp_path / "failed.json").write_text('{"exit_code": 1, "error": "disk full"}')
+    _clean(*run_cli("train", *TINY, "trainer.epochs=1", f"hydra.run.dir={tmp_path}"), 0, "dwn-train")
+    assert not (tmp_path / "failed.json").exists()
+
+
 def test_resuming_on_another_data_set_names_both(small_run, run_cli, tmp_path):
     _clean(*run_cli("train", *TINY, "trainer.epochs=3", "dataset=breast_cancer",
                     f"trainer.resume={small_run}/checkpoints/last.pt",
@@ -218,6 +241,7 @@ def test_a_second_run_in_a_live_run_folder_is_refused(tmp_path):
     second = subprocess.run(_train_cmd("trainer.epochs=1", "trainer.seed=9", f"hydra.run.dir={run}"), env=ENV,
                             capture_output=True, text=True)
     assert first.wait() == 0
+    assert "trainer.seed=9" not in (run / ".hydra" / "overrides.yaml").read_text()  # refused before Hydra wrote
     assert second.returncode == 2 and "is in use by another running dwn-train" in second.stderr
     assert "Traceback" not in second.stderr
     assert [r["epoch"] for r in _rows(run)] == [1, 2, 3, 4]  # the first run's rows only

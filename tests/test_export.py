@@ -388,3 +388,18 @@ def test_files_left_over_from_another_export_do_not_pass(digits_checkpoint, tmp_
     lines = (tmp_path / "vectors.hex").read_text().splitlines()
     (tmp_path / "vectors.hex").write_text("\n".join(lines[:7]) + "\n")  # an older, shorter vectors.hex
     assert "holds fewer than 10 vectors" in simulate.run_testbench(tmp_path, "iverilog", 10)
+
+
+def test_fpga_settings_are_checked_before_any_work(digits_checkpoint, tmp_path):
+    with pytest.raises(dwn.DWNError, match="fpga_device must be one of"):
+        run_export(_export_cfg(digits_checkpoint, tmp_path / "out", format="verilog", fpga="ice40",
+                               fpga_device="hx8"), tmp_path)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_failing_tool_is_a_run_error():
+    from dwn_train.errors import RunError
+    from dwn_train.export.run import _run_tool
+
+    with pytest.raises(RunError, match="the C verification driver failed: "):
+        _run_tool(["sh", "-c", "echo 'segmentation fault' >&2; exit 139"], "the C verification driver failed")

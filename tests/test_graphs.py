@@ -56,3 +56,20 @@ def test_capturable_optimizer_lr_is_a_tensor_the_schedule_updates_in_place():
     assert current_lr(optimizer) == pytest.approx(0.005, rel=1e-6)
     plain = build_optimizer(cfg.optimizer, copy.deepcopy(model))
     assert isinstance(plain.param_groups[0]["lr"], float)
+
+
+def test_loading_a_saved_optimizer_keeps_this_runs_capture_settings():
+    from dwn_train.optim import load_optimizer_state
+
+    cfg = compose([])
+    model = _model()
+    eager = build_optimizer(cfg.optimizer, model)  # fused, float lr
+    captured = build_optimizer(cfg.optimizer, copy.deepcopy(model), capturable=True)  # device-tensor lr
+    eager.param_groups[0]["lr"] = 0.004
+    load_optimizer_state(captured, eager.state_dict())
+    group = captured.param_groups[0]
+    assert group["capturable"] is True and not group["fused"]
+    assert isinstance(group["lr"], torch.Tensor) and float(group["lr"]) == pytest.approx(0.004)
+    load_optimizer_state(eager, captured.state_dict())
+    group = eager.param_groups[0]
+    assert group["capturable"] is False and group["fused"] and isinstance(group["lr"], float)

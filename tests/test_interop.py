@@ -69,3 +69,15 @@ def test_bad_torch_dwn_states_are_one_sentence():
         from_torch_dwn(state, torch.zeros(32, 3), 10)
     with pytest.raises(DWNError, match="cannot be split into 3 GroupSum groups"):
         from_torch_dwn(state, torch.zeros(64, 3), 3)
+
+
+def test_a_global_thermometer_needs_the_feature_count():
+    state = _torch_dwn_state()
+    with pytest.raises(DWNError, match="pass num_features"):
+        from_torch_dwn(state, torch.tensor([4.0, 8.0, 12.0]), 10)
+    encoder, model = from_torch_dwn(state, torch.tensor([[4.0, 8.0, 12.0]]), 10, num_features=64)
+    x = torch.randint(0, 17, (20, 64)).float()
+    bits = encoder.binarize(x).flatten(1)
+    assert bits.shape == (20, 192)
+    with torch.no_grad():
+        assert torch.equal(model(bits), _formula(state, bits))

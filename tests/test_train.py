@@ -141,3 +141,11 @@ def test_regularizer_and_reduction_head_train_from_the_config(extra, plain_run, 
     assert _last_row(tmp_path)["train_loss"] != _last_row(plain_run)["train_loss"]
     assert _last_row(tmp_path)["test_acc"] > 0.5
 
+
+
+def test_scoring_an_empty_share_is_zero_not_an_error():
+    from dwn_train.scoring import evaluate
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    accuracy, loss, preds = evaluate(model, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), 16)
+    assert (accuracy, loss, len(preds)) == (0.0, 0.0, 0)

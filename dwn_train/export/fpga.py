@@ -58,18 +58,26 @@ def _cells(stat: str, pattern: str) -> int:
                if re.fullmatch(pattern, name))
 
 
-def xilinx(out_dir: Path) -> dict:
+def check(kind: str, device: str) -> None:
+    """What fpga=`kind` needs, checked before an export does any work."""
+    if kind == "none":
+        return
     _need("yosys", "yosys")
+    if kind == "ice40":
+        if device not in ICE40:
+            raise DWNError(f"fpga_device must be one of {', '.join(ICE40)} for fpga=ice40; got {device!r}.")
+        _need("nextpnr-ice40", "nextpnr-ice40")
+
+
+def xilinx(out_dir: Path) -> dict:
+    check("xilinx", "")
     stat = _yosys("read_verilog dwn_top.v; synth_xilinx -top dwn_top; stat", out_dir)
     return {"lut6": _cells(stat, r"LUT[1-6]"), "ff": _cells(stat, r"FD[A-Z]*")}
 
 
 def ice40(out_dir: Path, net: FrozenNetwork, latency: int, device: str = "hx8k") -> dict:
     """Core and shell cell counts, then place and route of the shell on `device`: LUT4, FF, Fmax."""
-    if device not in ICE40:
-        raise DWNError(f"fpga_device must be one of {', '.join(ICE40)} for fpga=ice40; got {device!r}.")
-    _need("yosys", "yosys")
-    _need("nextpnr-ice40", "nextpnr-ice40")
+    check("ice40", device)
     write_shell(out_dir)
     core = _yosys("read_verilog dwn_top.v; synth_ice40 -top dwn_top; stat", out_dir)
     params = " ".join(f"-set {k} {v}" for k, v in shell_parameters(net, latency).items())

@@ -34,11 +34,13 @@ def _verify_c(net, out_dir: Path, q: np.ndarray) -> str:
     if shutil.which("gcc") is None:
         raise DWNError("verify=true for format=c needs gcc on the PATH.")
     binary = out_dir / "dwn_main"
-    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-o", str(binary),
-                    str(out_dir / "dwn_model.c"), str(out_dir / "dwn_main.c")], check=True)
+    _run_tool(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-O2", "-o", str(binary),
+               str(out_dir / "dwn_model.c"), str(out_dir / "dwn_main.c")], "gcc could not compile the C export")
     text = "\n".join(" ".join(map(str, row)) for row in q)
-    out = subprocess.run([str(binary)], input=text, capture_output=True, text=True, check=True).stdout
-    got = np.array([[int(v) for v in line.split()] for line in out.splitlines()])
+    out = _run_tool([str(binary)], "the C verification driver failed", text)
+    got = np.array([[int(v) for v in line.split()] for line in out.splitlines()]).reshape(-1, 2 + net.num_classes)
+    if len(got) != len(q):
+        return f"FAIL the C driver answered {len(got)} of {len(q)} samples"
     classes, scores = net.predict(q), net.scores(q)
     wrong = np.flatnonzero((got[:, 0] != classes) | (got[:, 1] != classes) | (got[:, 2:] != scores).any(axis=1))
     if len(wrong):
@@ -47,6 +49,15 @@ def _verify_c(net, out_dir: Path, q: np.ndarray) -> str:
                 f"scores {scores[i].tolist()}; the C code gave classes {got[i, 0]} (per sample) and {got[i, 1]} "
                 f"(batch), scores {got[i, 2:].tolist()}")
     return f"PASS {len(q)} samples (per-sample and batch functions, classes and scores)"
+
+
+def _run_tool(command: list[str], what: str, stdin: str | None = None) -> str:
+    """stdout of `command`; a failure is a RunError with the tool's last line."""
+    result = subprocess.run(command, input=stdin, capture_output=True, text=True)
+    if result.returncode:
+        tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or [f"exit status {result.returncode}"]
+        raise RunError(f"{what}: {tail[0]}")
+    return result.stdout
 
 
 def _accuracies(model, encoder, net: FrozenNetwork, data) -> dict:
@@ -116,6 +127,7 @@ def run_export(cfg, run_dir: Path) -> str:
         raise DWNError(f"pipeline must be one of {', '.join(verilog_export.PIPELINES)}; got {cfg.pipeline!r}.")
     if (cfg.fpga != "none" or cfg.shell != "none") and cfg.format != "verilog":
         raise DWNError(f"fpga= and shell= work on the Verilog export: add format=verilog (got format={cfg.format}).")
+    fpga.check(cfg.fpga, cfg.fpga_device)  # the tools and the device, before any work
     simulator = simulate.choose(cfg.simulator) if cfg.format == "verilog" and cfg.verify else None
     count = cfg.vectors or simulate.DEFAULT_VECTORS.get(simulator, 256)
     restored = restore(cfg.checkpoint, data_overrides(cfg))
