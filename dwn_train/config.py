@@ -155,7 +155,8 @@ class EvalConfig:
     save_predictions: bool = False
     data_root: Optional[str] = None  # the same as dataset.root (kept for older command lines)
     dataset: DataOverrides = field(default_factory=DataOverrides)
-    engine: str = "float"  # float (the torch model) | packed (frozen network, 64 samples per word)
+    engine: str = "float"  # float (the torch model) | packed (the frozen network, bit-sliced: compiled C, else numpy)
+    threads: int = 0  # engine=packed: threads of the compiled engine (0: every core this process may use)
     cost: bool = False  # also print the frozen network's hardware cost report
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -19,19 +20,25 @@ ENGINES = ("float", "packed")
 
 
 def _frozen(model, data):
-    """The model frozen for the training data's input format (see dwn_train/export/freeze.py)."""
+    """The model frozen for the input format of the whole training split, validation part included,
+    as dwn-export infers it (see dwn_train/export/freeze.py), so both freeze the same network."""
     from .export.freeze import InputFormat, freeze
 
-    fmt = InputFormat.infer(data.raw["train"][0].flatten(1).numpy())
+    parts = [data.raw[name][0] for name in ("train", "val") if name in data.raw]
+    fmt = InputFormat.infer(torch.cat(parts).flatten(1).numpy())
     return freeze(model.cpu().eval(), data.encoder.cpu(), fmt)
 
 
-def _packed_predictions(net, data, split: str) -> torch.Tensor:
-    """Classes from the frozen network, 64 samples per word, on the split's quantised inputs
-    (identical inputs for byte data such as images)."""
-    from .export.packed import predict_packed
+def _packed_predictions(net, data, split: str, threads: int) -> torch.Tensor:
+    """Classes from the frozen network on the split's features, quantised by its input contract
+    (identical inputs for byte data such as images): compiled code on `threads` threads (0: every
+    core), or numpy when no C compiler is found (see dwn_train/export/compiled.py)."""
+    from .export.compiled import predict_features
 
-    classes, _ = predict_packed(net, net.input.quantise(data.raw[split][0].flatten(1).numpy()))
+    start = time.perf_counter()
+    classes, _ = predict_features(net, data.raw[split][0], threads=threads or None, scores=False)
+    milliseconds = 1e3 * (time.perf_counter() - start)
+    console.log.info("engine=packed classified %d samples in %.1f ms", len(classes), milliseconds)
     return torch.from_numpy(classes)
 
 
@@ -40,6 +47,8 @@ def _check(cfg) -> None:
         raise DWNError(f"split must be one of {', '.join(SPLITS)}; got {cfg.split!r}.")
     if cfg.batch_size < 1:
         raise DWNError(f"batch_size must be a positive integer; got {cfg.batch_size}.")
+    if cfg.threads < 0:
+        raise DWNError(f"threads must be 0 (every core) or a positive integer; got {cfg.threads}.")
     if cfg.engine not in ENGINES:
         raise DWNError(f"engine must be one of {', '.join(ENGINES)}; got {cfg.engine!r}.")
 
@@ -57,7 +66,7 @@ def run_eval(cfg, run_dir: Path) -> float:
     bits, labels = data.splits[cfg.split]
     net = _frozen(model, data) if cfg.engine == "packed" or cfg.cost else None  # frozen once, used twice
     if cfg.engine == "packed":
-        preds, loss = _packed_predictions(net, data, cfg.split), None  # no logits: no loss
+        preds, loss = _packed_predictions(net, data, cfg.split, cfg.threads), None  # no logits: no loss
         labels = labels.cpu()
         accuracy = (preds == labels).float().mean().item()
     else:

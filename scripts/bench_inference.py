@@ -1,12 +1,14 @@
-"""Inference throughput of the MNIST recipe model: float eval vs packed engine vs compiled C.
+"""Inference throughput of the MNIST recipe model: float eval vs the packed engines vs exported C.
 
-    python scripts/bench_inference.py [--root ../shared/datasets] [--checkpoint PATH] [--repeats 3]
+    python scripts/bench_inference.py [--root ../shared/datasets] [--checkpoint PATH] [--repeats 5]
 
 Model: a trained checkpoint of the MNIST recipe (--checkpoint) or, without one, a freshly
 initialised recipe model (2352 -> LUTLayer(2000, n=6, learnable) -> LUTLayer(1000, n=6) ->
 GroupSum(10)); speed does not depend on the trained values. Data: MNIST's 10,000 test images from
 --root (torchvision layout), or random bytes of the same shape. Every engine starts from the integer
-pixels (encoding included) and all three must give identical classes. Prints samples/s and the
+pixels (encoding included: int64 for torch and numpy, the uint8 codes of the I/O contract for the
+compiled engine and the exported C) and all must give identical classes. Each engine's time is the
+best of --repeats runs after one warm-up run (the machine may be shared); prints samples/s and the
 ratio against the float eval, measured in the same run.
 """
 
@@ -24,8 +26,10 @@ import torch
 
 import dwn_train as dwn
 from dwn_train.export import c as c_export
+from dwn_train.export import compiled
 from dwn_train.export.freeze import InputFormat, freeze
 from dwn_train.export.packed import predict_packed
+from dwn_train.export.simplify import program
 
 
 def load_images(root: str | None):
@@ -53,11 +57,13 @@ def recipe(checkpoint: str | None, x_train):
 
 
 def timed(fn, repeats: int):
-    result = fn()
-    start = time.perf_counter()
+    """(fn's result, the best of `repeats` timed calls after a warm-up call, in seconds)"""
+    result, best = fn(), float("inf")
     for _ in range(repeats):
+        start = time.perf_counter()
         fn()
-    return result, (time.perf_counter() - start) / repeats
+        best = min(best, time.perf_counter() - start)
+    return result, best
 
 
 def compile_c(net, workdir: Path):
@@ -70,17 +76,31 @@ def compile_c(net, workdir: Path):
     return lib
 
 
+def compiled_rows(net, q8, repeats: int) -> list:
+    """(name, seconds, classes) of the compiled engine on one thread and on every core."""
+    start = time.perf_counter()
+    compiled.library(net)  # built now or found in the cache
+    ready, prog = time.perf_counter() - start, program(net)
+    print(f"compiled engine ready in {ready:.2f} s (cache: {compiled.cache_dir()}); after simplification "
+          f"{len(prog.luts)} LUTs and {len(prog.blocks)} encoder blocks of 64 comparators")
+    rows = []
+    for threads in (1, compiled.default_threads()):
+        (classes, _), seconds = timed(lambda: compiled.predict(net, q8, threads=threads, scores=False), repeats)
+        rows.append((f"compiled packed, {threads} thread{'s' * (threads > 1)}", seconds, classes))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", default=None, help="folder with MNIST/raw (torchvision layout)")
     parser.add_argument("--checkpoint", default=None, help="a dwn-train checkpoint of the MNIST recipe")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=4096, help="float eval batch size")
     args = parser.parse_args()
     x_train, q = load_images(args.root)
     model, encoder = recipe(args.checkpoint, x_train)
     net = freeze(model, encoder, InputFormat(8, 0, False))
-    count = len(q)
+    count, q8 = len(q), np.ascontiguousarray(q, dtype=np.uint8)
 
     def float_eval():
         x = torch.from_numpy(q).float()
@@ -90,20 +110,21 @@ def main() -> None:
 
     float_classes, float_s = timed(float_eval, args.repeats)
     (packed_classes, _), packed_s = timed(lambda: predict_packed(net, q), args.repeats)
-    rows = [("float eval (torch)", float_s), ("packed engine (numpy, 64/word)", packed_s)]
-    assert np.array_equal(packed_classes, float_classes), "packed engine disagrees with the float eval"
+    rows = [("float eval (torch)", float_s, float_classes),
+            ("packed engine (numpy, 64/word)", packed_s, packed_classes)]
+    rows += compiled_rows(net, q8, args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
         lib = compile_c(net, Path(tmp))
-        x_c = np.ascontiguousarray(q, dtype=np.uint8)
         out = np.zeros(count, dtype=np.int32)
-        _, c_s = timed(lambda: lib.dwn_predict_batch(x_c.ctypes.data, count, out.ctypes.data), args.repeats)
-        assert np.array_equal(out, float_classes), "compiled C disagrees with the float eval"
-        rows.append(("C batch (gcc -O3 -march=native)", c_s))
+        _, c_s = timed(lambda: lib.dwn_predict_batch(q8.ctypes.data, count, out.ctypes.data), args.repeats)
+        rows.append(("exported C batch (gcc -O3 -march=native)", c_s, out))
+    for name, _, classes in rows:
+        assert np.array_equal(classes, float_classes), f"{name} disagrees with the float eval"
     print(f"MNIST recipe model, {count} test images ({'real' if args.root else 'random'} data), "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; identical classes from all engines")
-    print(f"{'engine':<34} {'samples/s':>12} {'vs float':>9}")
-    for name, seconds in rows:
-        print(f"{name:<34} {count / seconds:>12,.0f} {float_s / seconds:>8.1f}x")
+    print(f"{'engine':<42} {'samples/s':>12} {'vs float':>9}")
+    for name, seconds, _ in rows:
+        print(f"{name:<42} {count / seconds:>12,.0f} {float_s / seconds:>8.1f}x")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@ Bit s of word b of a signal is that signal's value for sample 64*b + s. A LUT is
 multiplexer tree: start from its truth table (each entry all-ones or all-zeros), then for address
 bit l = 0..n-1 pick, per sample, entry 2k + 1 of each pair if the bit is set, else entry 2k. After n levels one
 word holds the LUT's output for 64 samples. No per-sample Python loop anywhere.
+
+This is the reference engine and the fallback: compiled.py runs the same trees as native code,
+512 samples at a time, and answers with this module when no C compiler is found.
 """
 
 from __future__ import annotations
@@ -44,8 +47,8 @@ def lut_layer_packed(words: np.ndarray, wiring: np.ndarray, tables: np.ndarray) 
 
 
 def predict_packed(net: FrozenNetwork, q, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """(classes (S,), scores (S, C)) of integer inputs q (S, F), 64 samples per word."""
-    q = np.asarray(q)
+    """(classes (S,), scores (S, C)) of integer inputs q (S, F) (numpy or torch), 64 samples per word."""
+    q = np.asarray(q.detach().cpu() if hasattr(q, "detach") else q)
     classes, scores = [], []
     for start in range(0, len(q), chunk):
         part = q[start:start + chunk]

@@ -1,0 +1,196 @@
+"""The compiled packed engine (dwn_train/export/compiled.py): bit for bit the frozen network's
+contract (the float model, the reference evaluation and the numpy engine agree with it), any batch
+size, any number of threads, a disk cache that is reused and invalidated, and numpy when no C
+compiler is found."""
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+import dwn_train as dwn
+from dwn_train.errors import DWNError
+from dwn_train.export import compiled
+from dwn_train.export.freeze import FrozenLayer, FrozenNetwork, InputFormat, freeze
+from dwn_train.export.packed import predict_packed
+from dwn_train.export.run import float_predictions
+
+needs_cc = pytest.mark.skipif(compiled.find_compiler() is None, reason="no C compiler")
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Every test builds into one cache folder of this session, not the user's."""
+    monkeypatch.setenv("DWN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "dwn-cache"))
+
+
+def _forget() -> None:
+    """What this process remembers of built engines (the disk cache stays)."""
+    for memo in (compiled._LIBRARIES, compiled._KEYS, compiled._FAILED, compiled._WARNED):
+        memo.clear()
+
+
+@pytest.fixture(scope="module")
+def byte_model():
+    """(model, encoder, net, codes) of a small two-layer model on 8-bit features, 70 features so
+    that the second chunk of 64 is partial; untrained tables are as good as trained ones here."""
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).integers(0, 256, size=(1500, 70))
+    encoder = dwn.DistributiveThermometer(3).fit(torch.from_numpy(x).float())
+    model = torch.nn.Sequential(dwn.LUTLayer(210, 90, n=6), dwn.LUTLayer(90, 45, n=5), dwn.GroupSum(4)).eval()
+    return model, encoder, freeze(model, encoder, InputFormat(8, 0, False)), x
+
+
+@needs_cc
+@pytest.mark.parametrize("count", [1, 63, 511, 513, 1500])
+@pytest.mark.parametrize("threads", [1, 4])
+def test_equals_float_model_and_numpy_engine(byte_model, count, threads):
+    model, encoder, net, x = byte_model
+    q = x[:count]
+    classes, scores = compiled.predict(net, q, threads=threads)
+    assert np.array_equal(scores, net.scores(q)) and np.array_equal(scores, predict_packed(net, q)[1])
+    assert np.array_equal(classes, float_predictions(model, encoder, net, q))
+
+
+@needs_cc
+def test_inputs_of_every_kind_give_the_same_classes(byte_model):
+    _, _, net, x = byte_model
+    expected = net.predict(x)
+    for q in (x, x.astype(np.uint8), torch.from_numpy(x), x.astype(np.int16)):
+        assert np.array_equal(compiled.predict(net, q, scores=False)[0], expected)
+    for real in (x.astype(np.float32), torch.from_numpy(x).float(), x.astype(np.float64)):
+        classes, scores = compiled.predict_features(net, real)
+        assert np.array_equal(classes, expected) and np.array_equal(scores, net.scores(x))
+    classes, scores = compiled.predict(net, x[:0])
+    assert classes.shape == (0,) and scores.shape == (0, 4)
+
+
+@needs_cc
+def test_bad_inputs_are_named(byte_model):
+    _, _, net, x = byte_model
+    with pytest.raises(DWNError, match="expects 70 features"):
+        compiled.predict(net, x[:, :69])
+    with pytest.raises(DWNError, match=r"must lie in 0\.\.255"):
+        compiled.predict(net, x - 1)
+    real = x.astype(np.float32)
+    real[700, 3] = np.nan
+    with pytest.raises(DWNError, match=r"input \(700, 3\) is NaN"):
+        compiled.predict_features(net, real)
+
+
+@needs_cc
+def test_the_disk_cache_is_reused_and_invalidated(byte_model, monkeypatch):
+    _, _, net, x = byte_model
+    compiled.library(net)
+    cache, cc = compiled.cache_dir(), compiled.find_compiler()
+    built = set(cache.glob("*.so"))
+    _forget()
+    with monkeypatch.context() as patch:
+        patch.setattr(compiled, "_compile", lambda *args: pytest.fail("the cached library was not reused"))
+        assert np.array_equal(compiled.predict(net, x)[1], net.scores(x))
+    changed = FrozenNetwork(net.input, net.num_features, net.thresholds,
+                            [FrozenLayer(net.layers[0].wiring, 1 - net.layers[0].tables), net.layers[1]], 4)
+    assert compiled.cache_key(changed, cc) != compiled.cache_key(net, cc)
+    assert np.array_equal(compiled.predict(changed, x)[1], changed.scores(x))  # a new build, not the old one
+    assert len(set(cache.glob("*.so")) - built) == 1
+    before = compiled.cache_key(net, cc)
+    monkeypatch.setattr(compiled, "FLAGS", compiled.FLAGS + ("-DDWN_UNUSED",))  # other flags, another key
+    assert compiled.cache_key(net, cc) != before and compiled._key(net, cc) != before
+
+
+def test_without_a_compiler_numpy_answers_after_one_warning(byte_model, monkeypatch, caplog):
+    _, _, net, x = byte_model
+    _forget()
+    monkeypatch.setattr(compiled, "find_compiler", lambda: None)
+    with caplog.at_level(logging.WARNING, logger="dwn_train"):
+        first = compiled.predict(net, x[:100])
+        second = compiled.predict_features(net, x[:100].astype(np.float32), scores=False)
+    assert np.array_equal(first[1], net.scores(x[:100])) and np.array_equal(second[0], net.predict(x[:100]))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "numpy" in warnings[0] and "no C compiler" in warnings[0]
+    _forget()
+
+
+def _odd_network() -> FrozenNetwork:
+    """Everything the simplifier folds: thresholds outside the code range (constant bits), a LUT
+    reading one signal twice, a LUT ignoring an input, constant LUTs, a LUT-8 (split in LUT-6s),
+    LUT-1s and LUT-2s, and a last layer holding constants and wires."""
+    rng = np.random.default_rng(5)
+    thresholds = np.array([[-1, 40, 255], [10, 100, 200], [0, 128, 254], [-1, -1, 255]])  # codes 0..255
+    first = FrozenLayer(rng.integers(0, 12, size=(40, 8)), rng.integers(0, 2, size=(40, 256)).astype(np.uint8))
+    first.wiring[0, 3] = first.wiring[0, 5]  # one signal read twice
+    first.tables[1] = np.tile(first.tables[1].reshape(-1, 2)[:, :1], 2).reshape(-1)  # ignores input 0
+    first.tables[2] = 0  # constant
+    second = FrozenLayer(rng.integers(0, 40, size=(12, 2)), rng.integers(0, 2, size=(12, 4)).astype(np.uint8))
+    second.tables[0], second.tables[1], second.wiring[2] = [0, 1, 0, 1], 1, [2, 2]  # a wire, a constant, ...
+    third = FrozenLayer(rng.integers(0, 12, size=(9, 1)), np.tile([[0, 1], [1, 0]], (5, 1))[:9].astype(np.uint8))
+    return FrozenNetwork(InputFormat(8, 0, False), 4, thresholds, [first, second, third], 3)
+
+
+@needs_cc
+@pytest.mark.slow
+def test_simplified_networks_keep_their_function():
+    net = _odd_network()
+    q = np.random.default_rng(6).integers(0, 256, size=(700, 4))
+    q[:5] = [[0, 0, 0, 0], [255, 255, 255, 255], [40, 100, 128, 7], [41, 101, 129, 0], [254, 200, 254, 255]]
+    prog = compiled.program(net)
+    assert all(len(inputs) == 6 for _, inputs in prog.luts)
+    classes, scores = compiled.predict(net, q, threads=2)
+    assert np.array_equal(scores, net.scores(q)) and np.array_equal(classes, net.predict(q))
+
+
+@needs_cc
+@pytest.mark.slow
+@pytest.mark.parametrize("bit", [0, 1])
+def test_ties_go_to_the_lowest_class(bit):
+    layer = FrozenLayer(np.zeros((6, 2), dtype=np.int64), np.full((6, 4), bit, dtype=np.uint8))
+    net = FrozenNetwork(InputFormat(8, 0, False), 2, np.array([[10], [200]]), [layer], 3)
+    classes, scores = compiled.predict(net, np.random.default_rng(2).integers(0, 256, size=(70, 2)))
+    assert (classes == 0).all() and (scores == 2 * bit).all()
+
+
+@needs_cc
+@pytest.mark.slow
+def test_signed_fixed_point_features_quantise_inside_the_engine():
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(900, 6)) * [1, 5, 0.1, 20, 1, 1]
+    encoder = dwn.GaussianThermometer(5).fit(x)
+    model = torch.nn.Sequential(dwn.LUTLayer(30, 40, n=4), dwn.LUTLayer(40, 21, n=3), dwn.GroupSum(3)).eval()
+    fmt = InputFormat.infer(x)
+    net = freeze(model, encoder, fmt)
+    step = 2.0 ** -fmt.frac_bits
+    x[:5] = [[1e9] * 6, [-np.inf] * 6, [np.inf] * 6, [0.5 * step] * 6, [-2.5 * step] * 6]  # saturated, ties to even
+    q = fmt.quantise(x)
+    assert np.array_equal(compiled.predict(net, q)[0], float_predictions(model, encoder, net, q))
+    _, scores = compiled.predict_features(net, x.astype(np.float32), threads=3)
+    assert np.array_equal(scores, net.scores(fmt.quantise(x.astype(np.float32))))
+
+
+@needs_cc
+@pytest.mark.slow
+@pytest.mark.parametrize("classes", [2, 4])
+def test_reduction_heads(classes):
+    torch.manual_seed(classes)
+    x = np.random.default_rng(classes).integers(0, 256, size=(300, 5))
+    encoder = dwn.DistributiveThermometer(4).fit(x)
+    groups = 1 if classes == 2 else classes
+    model = torch.nn.Sequential(dwn.LUTLayer(20, 8 * groups, n=4), dwn.ReductionHead(8 * groups, classes, n=2)).eval()
+    net = freeze(model, encoder, InputFormat.infer(x))
+    assert np.array_equal(compiled.predict(net, x)[0], float_predictions(model, encoder, net, x))
+
+
+AVX512_NO_GFNI = ("-march=skylake-avx512",)  # AVX-512 compares, the portable transpose
+
+
+@needs_cc
+@pytest.mark.slow
+@pytest.mark.parametrize("march", [(), AVX512_NO_GFNI], ids=["portable", "avx512-without-gfni"])
+def test_the_other_c_paths_agree(byte_model, monkeypatch, march):
+    """The template without -march=native: plain vector C, or AVX-512 without VBMI and GFNI."""
+    if march and " avx512bw" not in compiled._machine():
+        pytest.skip("this CPU has no AVX-512")
+    _, _, net, x = byte_model
+    monkeypatch.setattr(compiled, "FLAGS", compiled.PORTABLE_FLAGS + march)
+    classes, scores = compiled.predict(net, x, threads=2)
+    assert np.array_equal(scores, net.scores(x))
