@@ -15,6 +15,7 @@ that runs the same .cu on the CPU (tests/kernel_host.py).
 from __future__ import annotations
 
 import re
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -70,13 +71,28 @@ def _cupy():
     return cupy
 
 
-def available() -> bool:
-    """True when CUDA tensors exist here and CuPy imports."""
+def available(device: torch.device | None = None) -> bool:
+    """True when CUDA tensors exist here and CuPy imports; with a device, also that the kernels
+    compile and load there (checked once per device: a CuPy built for another CUDA, or an NVRTC
+    failure, then means the torch implementation instead of a traceback at the first launch)."""
     if not torch.cuda.is_available():
         return False
     try:
         _cupy()
     except DWNError:
+        return False
+    if device is None:
+        return True
+    return _loads(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@lru_cache(maxsize=None)
+def _loads(device: int) -> bool:
+    try:
+        _module("lut", device)
+    except Exception as exc:  # CuPy's compile and driver errors have no common base class
+        warnings.warn(f"the CUDA kernels could not be loaded on cuda:{device} ({type(exc).__name__}: "
+                      f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); using the torch implementation.")
         return False
     return True
 

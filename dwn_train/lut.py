@@ -115,8 +115,9 @@ def select_backend(spec: LUTSpec, x: torch.Tensor, luts: torch.Tensor):
         problem = f"the kernels take float32 inputs and tables; got {x.dtype} and {luts.dtype}"
     elif spec.n > kernels.MAX_KERNEL_N:
         problem = f"n={spec.n} exceeds the kernels' limit of {kernels.MAX_KERNEL_N}"
-    elif not kernels.available():
-        problem = "CuPy is not installed (pip install 'dwn-train[cuda]')"
+    elif not kernels.available(x.device):
+        problem = ("CuPy is not installed (pip install 'dwn-train[cuda]') or the kernels did not load on "
+                   f"{x.device} (see the warning)")
     if problem is None:
         return cuda_lut
     if spec.backend == "cuda":

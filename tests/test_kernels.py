@@ -85,3 +85,20 @@ def test_a_header_change_changes_the_source(kernel_copy):
     after = kernels.source("lut")
     assert before != after and "address  |=" in after
     assert after.count(f'#line 1 "{header}"') == 1
+
+
+def test_kernels_that_do_not_load_mean_torch_not_a_traceback(monkeypatch):
+    """A CuPy for another CUDA, or an NVRTC failure: available(device) is False, with one warning."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(kernels, "_cupy", lambda: object())
+    kernels._loads.cache_clear()
+
+    def broken(name, device):
+        raise RuntimeError("CUDA_ERROR_UNSUPPORTED_PTX_VERSION: the provided PTX was compiled with an unsupported toolchain")
+
+    monkeypatch.setattr(kernels, "_module", broken)
+    with pytest.warns(UserWarning, match="could not be loaded on cuda:0 .*UNSUPPORTED_PTX"):
+        assert kernels.available(torch.device("cuda", 0)) is False
+    assert kernels.available(torch.device("cuda", 0)) is False  # remembered: no second warning
+    assert kernels.available() is True  # CuPy itself imports
+    kernels._loads.cache_clear()
