@@ -66,13 +66,18 @@ class InputFormat:
     def infer(cls, x, bits: int | None = None, frac_bits: int | None = None) -> "InputFormat":
         """uint8 when the data are whole numbers in 0..255; else a signed Q format of `bits`
         (default 16) bits with as many fraction bits as the data's range leaves (or frac_bits)."""
-        x = np.asarray(x, dtype=np.float64)
-        if bits is None and frac_bits is None and x.min() >= 0 and x.max() <= 255 and np.all(x == np.round(x)):
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.floating):
+            x = x.astype(np.float64)
+        # in the data's own float type (no float64 copy of a whole image set): whole numbers up to 255
+        # are exact in every float type
+        low, high = float(x.min()), float(x.max())
+        if bits is None and frac_bits is None and low >= 0 and high <= 255 and np.array_equal(x, np.round(x)):
             return cls(8, 0, False)
         bits = 16 if bits is None else bits
         if not 2 <= bits <= 32:
             raise DWNError(f"input_bits must be between 2 and 32; got {bits}.")
-        int_bits = max(1, math.ceil(math.log2(float(np.abs(x).max()) + 1.0))) + 1  # with the sign bit
+        int_bits = max(1, math.ceil(math.log2(max(abs(low), abs(high)) + 1.0))) + 1  # with the sign bit
         if frac_bits is None:
             frac_bits = bits - int_bits
         if frac_bits < 0 or int_bits + frac_bits > bits:
