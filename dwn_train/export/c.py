@@ -47,18 +47,18 @@ def table_words(tables: np.ndarray) -> np.ndarray:
     return np.packbits(padded, axis=1, bitorder="little").view("<u8").reshape(num, words)
 
 
-def _template(filename: str) -> str:
+def template(filename: str) -> str:
     path = TEMPLATES / filename
     if not path.is_file():
-        raise FileNotFoundError(f"dwn-train's C template {path} is missing; reinstall the package.")
+        raise FileNotFoundError(f"dwn-train's template {path} is missing; reinstall the package.")
     return path.read_text()
 
 
-def _splice(template: str, block: str) -> str:
+def splice(text: str, block: str) -> str:
     """The template with its marker line replaced by `block` (whole lines, ending in a newline)."""
-    before, marker, after = template.partition(MARKER + "\n")
+    before, marker, after = text.partition(MARKER + "\n")
     if not marker or MARKER in after:
-        raise ValueError(f"a C template must hold the line {MARKER} exactly once")
+        raise ValueError(f"a template must hold the line {MARKER} exactly once")
     return before + block + after
 
 
@@ -101,8 +101,8 @@ def _source_block(net: FrozenNetwork, name: str) -> str:
 
 def generate(net: FrozenNetwork, name: str = "dwn_model") -> dict[str, str]:
     """{filename: text} of the header and the source."""
-    return {f"{name}.h": _splice(_template("dwn_model.h"), _header_block(net)),
-            f"{name}.c": _splice(_template("dwn_runtime.c"), _source_block(net, name))}
+    return {f"{name}.h": splice(template("dwn_model.h"), _header_block(net)),
+            f"{name}.c": splice(template("dwn_runtime.c"), _source_block(net, name))}
 
 
 def readme(net: FrozenNetwork, class_names=None) -> str:
@@ -117,7 +117,7 @@ def write(net: FrozenNetwork, out_dir: Path, class_names=None) -> list[Path]:
     and a README with the class labels."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    files = {**generate(net), "dwn_main.c": _template("dwn_main.c"), "README.md": readme(net, class_names)}
+    files = {**generate(net), "dwn_main.c": template("dwn_main.c"), "README.md": readme(net, class_names)}
     for filename, text in files.items():
         (out_dir / filename).write_text(text)
         paths.append(out_dir / filename)

@@ -33,7 +33,7 @@ import numpy as np
 
 from .. import console
 from ..errors import DWNError, RunError
-from .c import TEMPLATES, _ctype, _splice
+from .c import TEMPLATES, _ctype, splice
 from .freeze import FrozenNetwork
 from .packed import predict_packed
 from .simplify import program
@@ -95,7 +95,7 @@ def source(net: FrozenNetwork, key: str = "") -> str:
              f"#define DWN_LAST {prog.last}", f"#define DWN_LAST_WIDTH {prog.last_width}", f"#define DWN_GROUP {group}",
              f"#define DWN_SCORE_BITS {max(1, group.bit_length())}",
              f"#define DWN_CLASS_BITS {max(1, (net.num_classes - 1).bit_length())}", f'#define DWN_KEY "{key}"']
-    return _splice((TEMPLATES / TEMPLATE).read_text(), "\n".join(lines) + "\n")
+    return splice((TEMPLATES / TEMPLATE).read_text(), "\n".join(lines) + "\n")
 
 
 def find_compiler() -> str | None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DWNError
+from .c import splice, template
 from .freeze import FrozenNetwork, classes_markdown
 
 
@@ -218,47 +219,15 @@ def _wire(out: _Out, name: str, width: int, value: str) -> str:
 
 
 def testbench(net: FrozenNetwork, count: int, latency: int, build: str) -> str:
+    """templates/dwn_tb.v with its `define block: the widths, the vector count, the latency to wait
+    out and the build id of the dwn_top.v it belongs to."""
     xw = net.num_features * net.input.bits
     cw, sw = class_width(net), score_width(net)
-    total = xw + cw + net.num_classes * sw
-    settle = f"repeat ({latency}) begin #5 clk = 1; #5 clk = 0; end" if latency else "#1;"
-    return f"""// dwn_tb.v: replays vectors.hex (each line: x, expected class_id, expected scores) against dwn_top.
-`timescale 1ns/1ps
-module dwn_tb;
-  reg clk = 0;
-  reg [{xw - 1}:0] x;
-  wire [{cw - 1}:0] class_id;
-  wire [{net.num_classes * sw - 1}:0] scores;
-  reg [{total - 1}:0] vectors [0:{count - 1}];
-  integer i, errors;
-  dwn_top dut (.clk(clk), .x(x), .class_id(class_id), .scores(scores));
-  initial begin
-    $readmemh("vectors.hex", vectors);
-    errors = 0;
-    // files left over from another export must not pass: the RTL's build and the vector count
-    if (dut.BUILD_ID !== 32'h{build}) begin
-      $display("FAIL dwn_top.v is from another export (build %h, expected {build})", dut.BUILD_ID);
-      $finish;
-    end
-    if (^vectors[{count - 1}] === 1'bx) begin
-      $display("FAIL vectors.hex holds fewer than {count} vectors");
-      $finish;
-    end
-    for (i = 0; i < {count}; i = i + 1) begin
-      if (i > 0 && i % {max(1, count // 10)} == 0) $display("progress %0d", i);
-      x = vectors[i][{total - 1}:{total - xw}];
-      {settle}
-      if ({{class_id, scores}} !== vectors[i][{total - xw - 1}:0]) begin
-        errors = errors + 1;
-        $display("MISMATCH vector %0d: class %0d", i, class_id);
-      end
-    end
-    if (errors == 0) $display("PASS %0d vectors", {count});
-    else $display("FAIL %0d of %0d vectors", errors, {count});
-    $finish;
-  end
-endmodule
-"""
+    defines = {"DWN_X_WIDTH": xw, "DWN_CLASS_WIDTH": cw, "DWN_SCORES_WIDTH": net.num_classes * sw,
+               "DWN_LINE_WIDTH": xw + cw + net.num_classes * sw, "DWN_VECTORS": count, "DWN_LATENCY": latency,
+               "DWN_PROGRESS_EVERY": max(1, count // 10), "DWN_BUILD_ID": f"32'h{build}"}
+    block = "".join(f"`define {name} {value}\n" for name, value in defines.items())
+    return splice(template("dwn_tb.v"), block)
 
 
 def vectors(net: FrozenNetwork, q: np.ndarray) -> str:
