@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .c import _ctype, table_words
 from .freeze import FrozenNetwork
+from .simplify import counts as simplified_counts
 from .verilog import class_width, design, score_width
 
 
@@ -20,7 +21,7 @@ def lut6_equivalents(n: int) -> int:
 def cost_numbers(net: FrozenNetwork, pipeline: str = "none") -> dict:
     """The countable costs as numbers (cost.json's keys; cost_report formats them)."""
     fmt, built = net.input, design(net, pipeline)
-    return {"comparators": int(((net.thresholds >= fmt.lo) & (net.thresholds < fmt.hi)).sum()),
+    return {**simplified_counts(net),"comparators": int(((net.thresholds >= fmt.lo) & (net.thresholds < fmt.hi)).sum()),
             "thermometer_bits": int(net.thresholds.size),
             "luts": sum(len(layer.tables) for layer in net.layers),
             "lut6_equivalents": sum(len(layer.tables) * lut6_equivalents(layer.n) for layer in net.layers),
@@ -39,6 +40,10 @@ def cost_report(net: FrozenNetwork, pipeline: str = "none") -> dict:
         rows[f"layer {k + 1}"] = f"{len(layer.tables)} LUT-{layer.n} ({len(layer.tables) * lut6_equivalents(layer.n)} " \
                                  "LUT-6 equivalents)"
     rows["LUTs (LUT-6 equivalents)"] = f"{numbers['luts']} ({numbers['lut6_equivalents']})"
+    rows["after simplification"] = (
+        f"comparators {numbers['comparators_before']} -> {numbers['comparators_after']}, LUTs "
+        f"{numbers['luts_before']} -> {numbers['luts_after']}, LUT inputs {numbers['lut_inputs_before']} -> "
+        f"{numbers['lut_inputs_after']} (the compiled engine evaluates this; C and Verilog do not yet)")
     rows["popcount adder trees"] = (f"{net.num_classes} x {net.group}-input -> {score_width(net)} bits "
                                     f"({numbers['adder_nodes']} two-input adder nodes)")
     rows["argmax"] = f"{net.num_classes - 1} x {score_width(net)}-bit comparators -> {class_width(net)} bits"

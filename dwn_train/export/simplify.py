@@ -163,3 +163,18 @@ def program(net: FrozenNetwork) -> Program:
         for kind, value in (refs[j] for j in range(len(refs))):
             emitter.append(np.array([value] if kind == "c" else [0, 1], dtype=np.uint8), [] if kind == "c" else [value])
     return Program(blocks, emitter.luts, first, len(refs))
+
+
+def counts(net: FrozenNetwork) -> dict:
+    """What the simplification leaves, against the frozen network as trained: comparators (distinct
+    (feature, threshold) pairs that a live LUT reads), LUTs (live, not constant) and LUT inputs."""
+    layers = _simplify(net)
+    live = _live(layers, net.thresholds.size)
+    z = net.num_bits
+    thresholds = net.thresholds.reshape(-1)
+    used = {(int(k) // z, int(thresholds[k])) for k in np.flatnonzero(live[0])}
+    kept = [node for nodes, alive in zip(layers, live[1:]) for node, a in zip(nodes, alive) if a and node[0] == "l"]
+    return {"comparators_before": int(net.thresholds.size), "comparators_after": len(used),
+            "luts_before": sum(len(layer.tables) for layer in net.layers), "luts_after": len(kept),
+            "lut_inputs_before": sum(layer.wiring.size for layer in net.layers),
+            "lut_inputs_after": sum(len(node[2]) for node in kept)}
