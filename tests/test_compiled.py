@@ -167,19 +167,6 @@ def test_signed_fixed_point_features_quantise_inside_the_engine():
     assert np.array_equal(scores, net.scores(fmt.quantise(x.astype(np.float32))))
 
 
-@needs_cc
-@pytest.mark.slow
-@pytest.mark.parametrize("classes", [2, 4])
-def test_reduction_heads(classes):
-    torch.manual_seed(classes)
-    x = np.random.default_rng(classes).integers(0, 256, size=(300, 5))
-    encoder = dwn.DistributiveThermometer(4).fit(x)
-    groups = 1 if classes == 2 else classes
-    model = torch.nn.Sequential(dwn.LUTLayer(20, 8 * groups, n=4), dwn.ReductionHead(8 * groups, classes, n=2)).eval()
-    net = freeze(model, encoder, InputFormat.infer(x))
-    assert np.array_equal(compiled.predict(net, x)[0], float_predictions(model, encoder, net, x))
-
-
 AVX512_NO_GFNI = ("-march=skylake-avx512",)  # AVX-512 compares, the portable transpose
 
 

@@ -188,6 +188,9 @@ def test_reduction_head_freezes_exactly(classes):
     predictions = net.predict(x)
     assert np.array_equal(predictions, float_predictions(model, encoder, net, x))
     assert np.array_equal(predict_packed(net, x)[0], predictions)
+    from dwn_train.export import compiled
+
+    assert np.array_equal(compiled.predict(net, x)[0], predictions)
     assert len(np.unique(net.scores(x), axis=0)) > 1  # the outputs depend on the input
 
 
