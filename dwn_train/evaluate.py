@@ -83,7 +83,9 @@ def run_eval(cfg, run_dir: Path) -> float:
     if cfg.cost:
         from .export.cost import cost_report
 
-        console.summary_table("hardware cost of the frozen network", cost_report(net))
+        from .export.simplify import reduce
+
+        console.summary_table("hardware cost of the frozen network", cost_report(reduce(net), original=net))
     metrics = {"accuracy": accuracy, "loss": loss, "split": cfg.split, "engine": cfg.engine, "samples": len(labels),
                "checkpoint": str(cfg.checkpoint), "epoch": payload["epoch"], "per_class": rows,
                "confusion": confusion.tolist()}

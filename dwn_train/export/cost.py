@@ -18,10 +18,11 @@ def lut6_equivalents(n: int) -> int:
     return 1 if n <= 6 else 2 ** (n - 6) + 2 ** (n - 6) - 1
 
 
-def cost_numbers(net: FrozenNetwork, pipeline: str = "none") -> dict:
-    """The countable costs as numbers (cost.json's keys; cost_report formats them)."""
+def cost_numbers(net: FrozenNetwork, pipeline: str = "none", original: FrozenNetwork | None = None) -> dict:
+    """The countable costs of `net` as numbers (cost.json's keys; cost_report formats them); the
+    before/after simplification counts start from `original` (the network as frozen) when given."""
     fmt, built = net.input, design(net, pipeline)
-    return {**simplified_counts(net),"comparators": int(((net.thresholds >= fmt.lo) & (net.thresholds < fmt.hi)).sum()),
+    return {**simplified_counts(original if original is not None else net),"comparators": int(((net.thresholds >= fmt.lo) & (net.thresholds < fmt.hi)).sum()),
             "thermometer_bits": int(net.thresholds.size),
             "luts": sum(len(layer.tables) for layer in net.layers),
             "lut6_equivalents": sum(len(layer.tables) * lut6_equivalents(layer.n) for layer in net.layers),
@@ -31,8 +32,8 @@ def cost_numbers(net: FrozenNetwork, pipeline: str = "none") -> dict:
             "input_bits": fmt.bits}
 
 
-def cost_report(net: FrozenNetwork, pipeline: str = "none") -> dict:
-    numbers = cost_numbers(net, pipeline)
+def cost_report(net: FrozenNetwork, pipeline: str = "none", original: FrozenNetwork | None = None) -> dict:
+    numbers = cost_numbers(net, pipeline, original)
     fmt, rows = net.input, {}
     rows["encoder comparators"] = f"{numbers['comparators']} x {fmt.bits}-bit (of {numbers['thermometer_bits']} " \
                                   "thermometer bits)"
@@ -43,7 +44,8 @@ def cost_report(net: FrozenNetwork, pipeline: str = "none") -> dict:
     rows["after simplification"] = (
         f"comparators {numbers['comparators_before']} -> {numbers['comparators_after']}, LUTs "
         f"{numbers['luts_before']} -> {numbers['luts_after']}, LUT inputs {numbers['lut_inputs_before']} -> "
-        f"{numbers['lut_inputs_after']} (the compiled engine evaluates this; C and Verilog do not yet)")
+        f"{numbers['lut_inputs_after']} (the C, Verilog and JSON writers drop unread comparators and LUTs and merge equal thresholds; the "
+        "compiled engine also folds constant and ignored inputs)")
     rows["popcount adder trees"] = (f"{net.num_classes} x {net.group}-input -> {score_width(net)} bits "
                                     f"({numbers['adder_nodes']} two-input adder nodes)")
     rows["argmax"] = f"{net.num_classes - 1} x {score_width(net)}-bit comparators -> {class_width(net)} bits"

@@ -19,6 +19,7 @@ from . import fpga, simulate
 from . import verilog as verilog_export
 from .cost import cost_numbers, cost_report, yosys_luts
 from .freeze import FrozenNetwork, InputFormat, freeze
+from .simplify import reduce
 
 FORMATS = ("json", "c", "verilog")
 
@@ -134,7 +135,8 @@ def run_export(cfg, run_dir: Path) -> str:
     model, encoder = restored.model, restored.encoder
     data = load_dataset(restored.config.dataset)
     fmt = InputFormat.infer(data.x_train.flatten(1).numpy(), cfg.input_bits, cfg.frac_bits)
-    net = freeze(model, encoder, fmt)
+    original = freeze(model, encoder, fmt)
+    net = reduce(original)  # what every writer emits (the same function, bit for bit)
     q = fmt.quantise(data.x_test.flatten(1).numpy()[:count])
     expected = float_predictions(model, encoder, net, q)
     differ = np.flatnonzero(net.predict(q) != expected)
@@ -146,8 +148,8 @@ def run_export(cfg, run_dir: Path) -> str:
     out_dir = Path(cfg.out) if cfg.out else run_dir / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
     verdict = _write_and_verify(cfg, net, out_dir, q, restored.data.get("class_names"), simulator)
-    numbers = {**cost_numbers(net, _pipeline(cfg)), **_accuracies(model, encoder, net, data)}
-    report = cost_report(net, _pipeline(cfg))
+    numbers = {**cost_numbers(net, _pipeline(cfg), original), **_accuracies(model, encoder, net, data)}
+    report = cost_report(net, _pipeline(cfg), original)
     if cfg.format == "verilog" and cfg.yosys:
         numbers["yosys_lut6"] = yosys_luts(out_dir / "dwn_top.v")
         report["yosys synth -lut 6"] = "yosys not installed" if numbers["yosys_lut6"] is None else \

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .freeze import FrozenNetwork
+from .freeze import FrozenLayer, FrozenNetwork
 
 
 @dataclass(frozen=True)
@@ -178,3 +178,32 @@ def counts(net: FrozenNetwork) -> dict:
             "luts_before": sum(len(layer.tables) for layer in net.layers), "luts_after": len(kept),
             "lut_inputs_before": sum(layer.wiring.size for layer in net.layers),
             "lut_inputs_after": sum(len(node[2]) for node in kept)}
+
+
+def reduce(net: FrozenNetwork) -> FrozenNetwork:
+    """The network in the same form (every back end reads it), with what none of them needs gone:
+    a thermometer bit equal to an earlier one of its feature (same threshold) is read through that
+    one; LUTs of hidden layers that nothing reads are removed (the next layer renumbered); bits that
+    no LUT reads get a threshold at the top code, a constant 0 that the writers emit as a constant.
+    The function is unchanged, bit for bit. (The compiled engine folds further: see program.)"""
+    z = net.num_bits
+    thresholds = net.thresholds.copy()
+    layers = [FrozenLayer(layer.wiring.copy(), layer.tables.copy()) for layer in net.layers]
+    first = np.arange(thresholds.size)
+    for f, row in enumerate(thresholds):
+        for i in range(z):
+            earlier = np.flatnonzero(row[:i] == row[i])
+            if len(earlier):
+                first[f * z + i] = f * z + int(earlier[0])
+    layers[0].wiring = first[layers[0].wiring]
+    for k in range(len(layers) - 2, -1, -1):
+        read = np.zeros(len(layers[k].tables), dtype=bool)
+        read[layers[k + 1].wiring.reshape(-1)] = True
+        if not read.all():
+            renumber = np.cumsum(read) - 1
+            layers[k + 1].wiring = renumber[layers[k + 1].wiring]
+            layers[k] = FrozenLayer(layers[k].wiring[read], layers[k].tables[read])
+    unread = np.ones(thresholds.size, dtype=bool)
+    unread[layers[0].wiring.reshape(-1)] = False
+    thresholds.reshape(-1)[unread] = net.input.hi
+    return FrozenNetwork(net.input, net.num_features, thresholds, layers, net.num_classes)
