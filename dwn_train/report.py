@@ -31,7 +31,8 @@ class Job:
     folder: Path
     overrides: list
     rows: list = field(default_factory=list)
-    failed: str | None = None
+    failed: str | None = None  # why, from failed.json
+    exit_code: int = 0  # the failed job's exit status
 
     @property
     def settings(self) -> frozenset:
@@ -49,7 +50,11 @@ def _job(folder: Path) -> Job | None:
     overrides = yaml.safe_load(overrides_file.read_text()) or [] if overrides_file.is_file() else []
     job = Job(folder, [str(o) for o in overrides])
     if failed.is_file():
-        job.failed = json.loads(failed.read_text()).get("error", "failed")
+        try:
+            record = json.loads(failed.read_text())
+        except (OSError, ValueError):
+            record = {"error": "unreadable failed.json"}
+        job.failed, job.exit_code = record.get("error", "failed"), int(record.get("exit_code", 1))
     elif metrics.is_file():
         job.rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
     return job
@@ -201,9 +206,9 @@ def plot_curves(table: list[dict], path: Path) -> None:
     plt.close(figure)
 
 
-def report(paths, out: Path, title: str, curves: bool = True) -> tuple[list[dict], list[Job]]:
-    """Summarise `paths` into `out` (summary.csv, summary.md, and curves.png) and print the table."""
-    jobs = collect(paths)
+def report(jobs: list[Job], out: Path, title: str, curves: bool = True) -> tuple[list[dict], list[Job]]:
+    """Summarise `jobs` (from collect) into `out` (summary.csv, summary.md, and curves.png) and
+    print the table; returns (the rows, the failed jobs)."""
     table, failed = summarise(jobs)
     common = " ".join(sorted(common_settings(jobs)))
     write_summary(table, failed, out, common)
@@ -226,7 +231,7 @@ def main(argv=None) -> None:
         print(f"dwn-report: error: {', '.join(missing)} is not a folder; give run or sweep folders.", file=sys.stderr)
         sys.exit(2)
     out = Path(args.out or Path("outputs") / "report" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S.%f"))
-    table, failed = report(args.paths, out, f"dwn-report ({len(args.paths)} folder(s))")
+    table, failed = report(collect(args.paths), out, f"dwn-report ({len(args.paths)} folder(s))")
     if not table and not failed:
         print(f"dwn-report: error: no runs found under {', '.join(args.paths)} (a run folder holds "
               "metrics.jsonl).", file=sys.stderr)

@@ -9,22 +9,10 @@ A job that fails with a user or run error leaves `failed.json` (exit_code, error
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-
-
-def failed_jobs(sweep_dir: Path) -> list[tuple[str, dict]]:
-    """(job folder name, its failed.json) for every failed job under `sweep_dir`, in job order."""
-    found = []
-    for path in Path(sweep_dir).glob("*/failed.json"):
-        try:
-            found.append((path.parent.name, json.loads(path.read_text())))
-        except (OSError, ValueError):
-            found.append((path.parent.name, {"exit_code": 1, "error": "unreadable failed.json"}))
-    return sorted(found, key=lambda item: (not item[0].isdigit(), int(item[0]) if item[0].isdigit() else item[0]))
 
 
 class SweepReport(Callback):
@@ -37,12 +25,13 @@ class SweepReport(Callback):
         from .report import collect, report
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        if sweep_dir.is_dir() and collect([sweep_dir]):  # training jobs: summary files, a table, failures listed
-            report([sweep_dir], sweep_dir, f"sweep summary ({sweep_dir})")
-        failed = failed_jobs(sweep_dir)
+        jobs = collect([sweep_dir]) if sweep_dir.is_dir() else []
+        if not jobs:
+            return
+        _, failed = report(jobs, sweep_dir, f"sweep summary ({sweep_dir})")  # summary files, a table
         if not failed:
             return
-        jobs = sum(1 for path in sweep_dir.iterdir() if (path / ".hydra").is_dir())
-        details = "; ".join(f"job {name}: {info['error']}" for name, info in failed)
-        print(f"dwn-train: {len(failed)} of {jobs} sweep jobs failed ({sweep_dir}): {details}", file=sys.stderr)
-        sys.exit(max(int(info.get("exit_code", 1)) for _, info in failed))
+        count = sum(1 for path in sweep_dir.iterdir() if (path / ".hydra").is_dir())
+        details = "; ".join(f"job {job.folder.name}: {job.failed}" for job in failed)
+        print(f"dwn-train: {len(failed)} of {count} sweep jobs failed ({sweep_dir}): {details}", file=sys.stderr)
+        sys.exit(max(job.exit_code for job in failed))

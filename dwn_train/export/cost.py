@@ -32,8 +32,10 @@ def cost_numbers(net: FrozenNetwork, pipeline: str = "none", original: FrozenNet
             "input_bits": fmt.bits}
 
 
-def cost_report(net: FrozenNetwork, pipeline: str = "none", original: FrozenNetwork | None = None) -> dict:
-    numbers = cost_numbers(net, pipeline, original)
+def cost_report(net: FrozenNetwork, pipeline: str = "none", original: FrozenNetwork | None = None,
+                numbers: dict | None = None) -> dict:
+    """The cost table's rows; `numbers`: cost_numbers of the same arguments, when already computed."""
+    numbers = numbers or cost_numbers(net, pipeline, original)
     fmt, rows = net.input, {}
     rows["encoder comparators"] = f"{numbers['comparators']} x {fmt.bits}-bit (of {numbers['thermometer_bits']} " \
                                   "thermometer bits)"

@@ -148,8 +148,9 @@ def run_export(cfg, run_dir: Path) -> str:
     out_dir = Path(cfg.out) if cfg.out else run_dir / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
     verdict = _write_and_verify(cfg, net, out_dir, q, restored.data.get("class_names"), simulator)
-    numbers = {**cost_numbers(net, _pipeline(cfg), original), **_accuracies(model, encoder, net, data)}
-    report = cost_report(net, _pipeline(cfg), original)
+    numbers = cost_numbers(net, _pipeline(cfg), original)
+    report = cost_report(net, _pipeline(cfg), original, numbers)
+    numbers.update(_accuracies(model, encoder, net, data))
     if cfg.format == "verilog" and cfg.yosys:
         numbers["yosys_lut6"] = yosys_luts(out_dir / "dwn_top.v")
         report["yosys synth -lut 6"] = "yosys not installed" if numbers["yosys_lut6"] is None else \
