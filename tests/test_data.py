@@ -1,7 +1,6 @@
 """Data set loaders: what a user's files and labels become, and what is refused."""
 
 import pytest
-import torch
 from omegaconf import OmegaConf
 
 from dwn_train import DWNError

@@ -124,7 +124,6 @@ class _Out:
 
     def __init__(self):
         self.lines, self.latency, self.registers = [], 0, 0
-        self._depth = {}
 
     def stage(self, name: str, width: int) -> str:
         """A register after wire `name` (width bits); returns the registered name. The caller counts
