@@ -50,6 +50,31 @@ def mapping_backward(x, weights, tau: float, buffer: "GradBuffer", grad, need_x:
     return grad_x, grad_w
 
 
+def column_argmax(weights: torch.Tensor, block: int = 64) -> torch.Tensor:
+    """argmax over dim 0 of a (I, O) matrix: for each column the row of its first maximum (a NaN
+    counts as the maximum, as in torch.max). Equal to weights.max(dim=0).indices.
+
+    On the CPU torch's indexed reduction over the leading dimension of a contiguous matrix runs
+    about 10x slower than a plain amax (it dominated a training step of the MNIST recipe: 130 of
+    180 ms). Here the rows are cut into blocks: one vectorised amax per block finds, for each
+    column, the first block holding its maximum; then only that block's rows are searched.
+    """
+    rows, cols = weights.shape
+    if weights.device.type != "cpu" or rows <= block:
+        return weights.max(dim=0).indices
+    best = weights[:block].amax(dim=0)
+    best_block = torch.zeros(cols, dtype=torch.long, device=weights.device)
+    for b, start in enumerate(range(block, rows, block), start=1):
+        peak = weights[start:start + block].amax(dim=0)
+        better = (peak > best) | (peak.isnan() & ~best.isnan())
+        best = torch.where(better, peak, best)
+        best_block.masked_fill_(better, b)
+    first = (best_block * block).clamp_(max=rows - block)  # the last block is read as the final `block` rows
+    offsets = torch.arange(block, device=weights.device)
+    within = weights.gather(0, first + offsets[:, None]).max(dim=0).indices
+    return first + within
+
+
 class GradBuffer:
     """Where a learnable mapping's weight gradient is written: one tensor reused across steps.
 
@@ -115,8 +140,7 @@ class LearnableMapping(nn.Module):
         `cached_wiring(model)` it is computed once for the whole block."""
         if self._cached_index is not None:
             return self._cached_index
-        # max(dim=0).indices is the argmax (first maximum) and several times faster on the CPU
-        return self.weights.detach().max(dim=0).indices
+        return column_argmax(self.weights.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_input(x, self.input_size, "LearnableMapping")

@@ -68,3 +68,22 @@ def test_cached_wiring_holds_inside_the_block_only():
             layer.mapping.weights.mul_(-1)  # a change the block promises not to make
         assert torch.equal(layer.wiring(), before)
     assert torch.equal(layer.wiring().view(-1), layer.mapping.weights.argmax(0))
+
+
+@pytest.mark.parametrize("rows", [1, 63, 64, 65, 130, 2352])
+def test_column_argmax_is_torch_first_argmax(rows):
+    """The blocked CPU argmax agrees with torch.max(dim=0).indices: random weights, ties (the first
+    maximum wins, also across blocks and in the overlapping last block) and NaNs."""
+    from dwn_train.mapping import column_argmax
+
+    gen = torch.Generator().manual_seed(rows)
+    cases = [
+        torch.rand(rows, 300, generator=gen),
+        torch.randint(0, 3, (rows, 300), generator=gen).float(),  # many ties
+        torch.zeros(rows, 5),  # all equal: row 0
+    ]
+    nan = torch.rand(rows, 300, generator=gen)
+    nan[torch.rand(rows, 300, generator=gen) < 0.01] = float("nan")
+    cases.append(nan)
+    for w in cases:
+        assert torch.equal(column_argmax(w), w.max(dim=0).indices)
