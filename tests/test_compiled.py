@@ -184,9 +184,10 @@ def test_the_other_c_paths_agree(byte_model, monkeypatch, march):
 
 
 def test_simplification_counts_for_the_cost_table():
-    """Bits 0 and 1 compare feature 0 with the same threshold (one comparator), bit 2's threshold is
-    above every code (a constant 0), LUT 1 reads bit 3 twice (a wire), LUT 2 reads the constant and
-    becomes constant (and nothing reads it); in the last layer, LUT 1 reads one input twice."""
+    """Bits 0 and 1 compare feature 0 with the same threshold (one comparator, so LUT 0, their OR, is
+    a wire of bit 0), bit 2's threshold is above every code (a constant 0), LUT 1 reads bit 3 twice (a
+    wire), LUT 2 reads the constant and becomes constant (and nothing reads it); in the last layer,
+    LUT 1 reads one input twice."""
     from dwn_train.export.simplify import counts
 
     thresholds = np.array([[10, 10, 300], [5, 50, 60]])
@@ -195,4 +196,4 @@ def test_simplification_counts_for_the_cost_table():
     last = FrozenLayer(np.array([[0, 1], [1, 1]]), np.array([[0, 1, 1, 0], [0, 0, 0, 1]], dtype=np.uint8))
     net = FrozenNetwork(InputFormat(8, 0, False), 2, thresholds, [first, last], 2)
     assert counts(net) == {"comparators_before": 6, "comparators_after": 2, "luts_before": 5, "luts_after": 4,
-                           "lut_inputs_before": 10, "lut_inputs_after": 6}
+                           "lut_inputs_before": 10, "lut_inputs_after": 5}

@@ -53,7 +53,8 @@ def _merge(table: np.ndarray, low: int, high: int) -> np.ndarray:
 
 def _fold(table: np.ndarray, refs: list):
     """A LUT whose inputs are refs ('s', signal) or ('c', constant bit) -> (table, signal refs) with
-    no constant, repeated or ignored input left; a constant LUT comes back with no inputs."""
+    no constant, repeated or ignored input left; a constant LUT comes back with no inputs. (Removing
+    an input can make an earlier one ignored, e.g. a AND 0: the scan then starts again.)"""
     refs, bit = list(refs), 0
     while bit < len(refs):
         kind, value = refs[bit]
@@ -65,6 +66,7 @@ def _fold(table: np.ndarray, refs: list):
             bit += 1
             continue
         del refs[bit]
+        bit = 0
     return table, refs
 
 
@@ -80,6 +82,20 @@ def _layer(wiring: np.ndarray, tables: np.ndarray, refs: list) -> list:
         table, kept = _fold(tables[j], [refs[w] for w in wiring[j]])
         nodes[j] = ("l", table, [value for _, value in kept]) if kept else ("c", int(table[0]))
     return nodes
+
+
+def _merged(net: FrozenNetwork) -> FrozenNetwork:
+    """The same network with a thermometer bit equal to an earlier one of its feature (same
+    threshold) read through that one."""
+    z = net.num_bits
+    first = np.arange(net.thresholds.size)
+    for f, row in enumerate(net.thresholds):
+        for i in range(z):
+            earlier = np.flatnonzero(row[:i] == row[i])
+            if len(earlier):
+                first[f * z + i] = f * z + int(earlier[0])
+    layers = [FrozenLayer(first[net.layers[0].wiring], net.layers[0].tables), *net.layers[1:]]
+    return FrozenNetwork(net.input, net.num_features, net.thresholds, layers, net.num_classes)
 
 
 def _simplify(net: FrozenNetwork) -> list:
@@ -150,7 +166,7 @@ def _comparators(used: np.ndarray, z: int):
 
 def program(net: FrozenNetwork) -> Program:
     """The network simplified and numbered for templates/dwn_engine.c."""
-    layers = _simplify(net)
+    layers = _simplify(_merged(net))
     live = _live(layers, net.thresholds.size)
     blocks, refs = _comparators(np.flatnonzero(live[0]), net.num_bits)
     emitter = _Emitter(64 * len(blocks))
@@ -168,42 +184,53 @@ def program(net: FrozenNetwork) -> Program:
 def counts(net: FrozenNetwork) -> dict:
     """What the simplification leaves, against the frozen network as trained: comparators (distinct
     (feature, threshold) pairs that a live LUT reads), LUTs (live, not constant) and LUT inputs."""
-    layers = _simplify(net)
+    layers = _simplify(_merged(net))
     live = _live(layers, net.thresholds.size)
-    z = net.num_bits
-    thresholds = net.thresholds.reshape(-1)
-    used = {(int(k) // z, int(thresholds[k])) for k in np.flatnonzero(live[0])}
     kept = [node for nodes, alive in zip(layers, live[1:]) for node, a in zip(nodes, alive) if a and node[0] == "l"]
-    return {"comparators_before": int(net.thresholds.size), "comparators_after": len(used),
+    return {"comparators_before": int(net.thresholds.size), "comparators_after": int(live[0].sum()),
             "luts_before": sum(len(layer.tables) for layer in net.layers), "luts_after": len(kept),
             "lut_inputs_before": sum(layer.wiring.size for layer in net.layers),
             "lut_inputs_after": sum(len(node[2]) for node in kept)}
 
 
 def reduce(net: FrozenNetwork) -> FrozenNetwork:
-    """The network in the same form (every back end reads it), with what none of them needs gone:
-    a thermometer bit equal to an earlier one of its feature (same threshold) is read through that
-    one; LUTs of hidden layers that nothing reads are removed (the next layer renumbered); bits that
-    no LUT reads get a threshold at the top code, a constant 0 that the writers emit as a constant.
-    The function is unchanged, bit for bit. (The compiled engine folds further: see program.)"""
-    z = net.num_bits
-    thresholds = net.thresholds.copy()
-    layers = [FrozenLayer(layer.wiring.copy(), layer.tables.copy()) for layer in net.layers]
-    first = np.arange(thresholds.size)
-    for f, row in enumerate(thresholds):
-        for i in range(z):
-            earlier = np.flatnonzero(row[:i] == row[i])
-            if len(earlier):
-                first[f * z + i] = f * z + int(earlier[0])
-    layers[0].wiring = first[layers[0].wiring]
-    for k in range(len(layers) - 2, -1, -1):
-        read = np.zeros(len(layers[k].tables), dtype=bool)
-        read[layers[k + 1].wiring.reshape(-1)] = True
-        if not read.all():
-            renumber = np.cumsum(read) - 1
-            layers[k + 1].wiring = renumber[layers[k + 1].wiring]
-            layers[k] = FrozenLayer(layers[k].wiring[read], layers[k].tables[read])
-    unread = np.ones(thresholds.size, dtype=bool)
-    unread[layers[0].wiring.reshape(-1)] = False
-    thresholds.reshape(-1)[unread] = net.input.hi
+    """The simplified network in the frozen form (every back end reads it), bit for bit the same
+    function: a thermometer bit equal to an earlier one of its feature (same threshold) is read
+    through that one; every LUT is folded (constant, repeated and ignored inputs, as _fold) and keeps
+    its inputs first, the rest of its layer's n inputs repeating its first input, with a table that
+    does not depend on the repeats (a writer that reads only the inputs a table depends on, as the
+    Verilog does, sees the folded LUT); a constant hidden LUT is propagated into its readers and,
+    like every hidden LUT that nothing reads, removed (the next layer renumbered); a constant LUT of
+    the last layer stays as a constant table; bits that no LUT reads get a threshold at the top
+    code, a constant 0 that the writers emit as a constant. reduce(reduce(net)) == reduce(net)."""
+    merged = _merged(net)
+    thresholds = merged.thresholds.copy()
+    nodes_per_layer = _simplify(merged)
+    live = _live(nodes_per_layer, thresholds.size)
+    position = np.arange(thresholds.size)  # the previous layer's signals, renumbered
+    layers = []
+    for layer, nodes, alive in zip(net.layers, nodes_per_layer, live[1:]):
+        kept = np.flatnonzero(alive)
+        if not len(kept):  # nothing reads this layer (a later one is constant): keep one constant LUT
+            kept, nodes = [0], [("c", 0)]
+        size = 1 << layer.n
+        wiring = np.zeros((len(kept), layer.n), dtype=np.int64)
+        tables = np.zeros((len(kept), size), dtype=np.uint8)
+        for row, j in enumerate(kept):
+            node = nodes[j]
+            table, inputs = (np.array([node[1]], dtype=np.uint8), []) if node[0] == "c" else (node[1], node[2])
+            signals = [int(position[i]) for i in inputs]
+            wiring[row] = signals + (signals[:1] or [0]) * (layer.n - len(signals))
+            tables[row] = np.tile(table, size // len(table))
+        layers.append(FrozenLayer(wiring, tables))
+        position = np.full(len(layer.tables), -1)
+        position[kept] = np.arange(len(kept))
+    thresholds.reshape(-1)[~live[0]] = net.input.hi  # read by no folded LUT (a padding input is not read)
     return FrozenNetwork(net.input, net.num_features, thresholds, layers, net.num_classes)
+
+
+def folded(table: np.ndarray, wires) -> tuple[np.ndarray, list]:
+    """One LUT as a writer emits it: (table over the inputs it depends on, those inputs), a
+    constant when the list is empty (its value is table[0])."""
+    table, refs = _fold(np.asarray(table, dtype=np.uint8), [("s", int(w)) for w in wires])
+    return table, [value for _, value in refs]

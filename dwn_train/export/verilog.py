@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import DWNError
 from .c import splice, template
 from .freeze import FrozenNetwork, classes_markdown
+from .simplify import folded
 
 
 def score_width(net: FrozenNetwork) -> int:
@@ -42,15 +43,23 @@ def _comparator(net: FrozenNetwork, f: int, threshold: int) -> str:
 
 
 def _lut_layer(k: int, layer, source: str) -> list[str]:
-    size = 1 << layer.n
+    """One LUT layer; each LUT reads only the inputs its table depends on (simplify.folded)."""
     name = f"l{k + 1}"
-    lines = [f"  // LUT layer {k + 1}: {len(layer.tables)} LUT-{layer.n}s reading {source}",
+    lines = [f"  // LUT layer {k + 1}: {len(layer.tables)} LUT-{layer.n}s reading {source} "
+             "(each LUT reads the inputs its table depends on)",
              f"  wire [{len(layer.tables) - 1}:0] {name};"]
     for j, (wires, table) in enumerate(zip(layer.wiring, layer.tables)):
-        value = int("".join(str(int(b)) for b in table[::-1]), 2)
-        address = ", ".join(f"{source}[{int(w)}]" for w in wires[::-1])  # MSB (bit n-1) first
-        lines.append(f"  localparam [{size - 1}:0] T{k + 1}_{j} = {size}'h{value:x};")
-        lines.append(f"  assign {name}[{j}] = T{k + 1}_{j}[{{{address}}}];")
+        table, inputs = folded(table, wires)
+        if not inputs:
+            lines.append(f"  assign {name}[{j}] = 1'b{int(table[0])};")
+        elif len(inputs) == 1:
+            lines.append(f"  assign {name}[{j}] = {'' if table[1] else '~'}{source}[{inputs[0]}];")
+        else:
+            size = len(table)
+            value = int("".join(str(int(b)) for b in table[::-1]), 2)
+            address = ", ".join(f"{source}[{w}]" for w in inputs[::-1])  # MSB (the last input) first
+            lines.append(f"  localparam [{size - 1}:0] T{k + 1}_{j} = {size}'h{value:x};")
+            lines.append(f"  assign {name}[{j}] = T{k + 1}_{j}[{{{address}}}];")
     return lines
 
 
