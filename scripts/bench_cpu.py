@@ -2,6 +2,9 @@
 
     python scripts/bench_cpu.py [--batches 32 256] [--steps 5] [--naive-steps 2] [--threads 2]
 
+It also times the learnable mapping's wiring (the argmax over dim 0 of its (2352, 12000) weights,
+once per training step): torch's max(dim=0).indices against mapping.column_argmax.
+
 Model: 2352 random binary inputs -> LUTLayer(2000, n=6, mapping='learnable') -> LUTLayer(1000, n=6)
 -> GroupSum(10, tau=1/0.3), Adam lr 1e-2 (fused), cross-entropy. Both rows run the same model and
 optimizer; the baseline replaces only the LUT backward by the obvious per-sample scan over all 2^n
@@ -18,6 +21,7 @@ import torch
 from torch import nn
 
 import dwn_train as dwn
+from dwn_train.mapping import column_argmax
 
 
 class NaiveLUTFunction(torch.autograd.Function):
@@ -104,6 +108,14 @@ def samples_per_second(model: nn.Module, batch: int, steps: int, warmup: int = 1
     return batch * steps / (time.perf_counter() - start)
 
 
+def argmax_milliseconds(function, weights: torch.Tensor, repeats: int = 5) -> float:
+    function(weights)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        function(weights)
+    return (time.perf_counter() - start) / repeats * 1000
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 256])
@@ -119,6 +131,11 @@ def main() -> None:
         naive = samples_per_second(recipe_model(True), batch, args.naive_steps)
         ours = samples_per_second(recipe_model(False), batch, args.steps, warmup=2)
         print(f"{batch:>6} {naive:>16.1f} {ours:>15.1f} {ours / naive:>6.1f}x", flush=True)
+    weights = torch.rand(2352, 2000 * 6)
+    baseline = argmax_milliseconds(lambda w: w.max(dim=0).indices, weights)
+    blocked = argmax_milliseconds(column_argmax, weights)
+    print(f"wiring argmax (2352 x 12000): torch max(dim=0) {baseline:.1f} ms, column_argmax {blocked:.1f} ms, "
+          f"{baseline / blocked:.1f}x")
 
 
 if __name__ == "__main__":

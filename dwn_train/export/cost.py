@@ -46,9 +46,7 @@ def cost_report(net: FrozenNetwork, pipeline: str = "none", original: FrozenNetw
     rows["after simplification"] = (
         f"comparators {numbers['comparators_before']} -> {numbers['comparators_after']}, LUTs "
         f"{numbers['luts_before']} -> {numbers['luts_after']}, LUT inputs {numbers['lut_inputs_before']} -> "
-        f"{numbers['lut_inputs_after']} (every writer emits the simplified network: equal thresholds merged, constant LUTs propagated, "
-        "unread comparators and LUTs gone; Verilog and the compiled engine read only the inputs a table "
-        "depends on, C reads a layer's n)")
+        f"{numbers['lut_inputs_after']} (what every writer emits)")
     rows["popcount adder trees"] = (f"{net.num_classes} x {net.group}-input -> {score_width(net)} bits "
                                     f"({numbers['adder_nodes']} two-input adder nodes)")
     rows["argmax"] = f"{net.num_classes - 1} x {score_width(net)}-bit comparators -> {class_width(net)} bits"
