@@ -94,3 +94,28 @@ def test_pipeline_full_counts_its_stages():
     assert [verilog.design(net, p).latency for p in verilog.PIPELINES] == [0, 2, 1 + 2 + 1 + 2]
     with pytest.raises(DWNError, match="pipeline must be one of none, layers, full"):
         verilog.design(net, "deep")
+
+
+def test_a_seed_that_does_not_route_in_time_gives_way_to_the_next(tmp_path, monkeypatch):
+    """nextpnr's router can loop on one seed: each seed gets fpga_timeout seconds, the next is tried,
+    and when none finishes the export ends with one sentence (no traceback, no hang)."""
+    from dwn_train.errors import RunError
+
+    calls = []
+
+    def fake_run(command, timeout=None, **kwargs):
+        seed = int(command[command.index("--seed") + 1])
+        calls.append((seed, timeout))
+        if seed in slow:
+            raise subprocess.TimeoutExpired(command, timeout)
+        log = "Info: Max frequency for clock 'clk$glb': 101.5 MHz (PASS at 12.00 MHz)\n"
+        return subprocess.CompletedProcess(command, 0, stdout="", stderr=log)
+
+    monkeypatch.setattr(fpga.subprocess, "run", fake_run)
+    slow = {1}
+    assert fpga._place_and_route(tmp_path / "shell.json", "hx8k", "ct256", tmp_path, 7) == (101.5, 2)
+    assert calls == [(1, 7), (2, 7)]
+    slow = set(fpga.SEEDS)
+    with pytest.raises(RunError, match=r"did not finish placing and routing on hx8k within fpga_timeout=7 s with any "
+                                       r"of seeds 1, 2, 3: raise fpga_timeout"):
+        fpga._place_and_route(tmp_path / "shell.json", "hx8k", "ct256", tmp_path, 7)

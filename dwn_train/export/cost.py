@@ -10,7 +10,7 @@ from pathlib import Path
 from .c import _ctype, table_words
 from .freeze import FrozenNetwork
 from .simplify import counts as simplified_counts
-from .verilog import class_width, design, score_width
+from .verilog import Design, class_width, design, score_width
 
 
 def lut6_equivalents(n: int) -> int:
@@ -18,10 +18,12 @@ def lut6_equivalents(n: int) -> int:
     return 1 if n <= 6 else 2 ** (n - 6) + 2 ** (n - 6) - 1
 
 
-def cost_numbers(net: FrozenNetwork, pipeline: str = "none", original: FrozenNetwork | None = None) -> dict:
+def cost_numbers(net: FrozenNetwork, pipeline: str = "none", original: FrozenNetwork | None = None,
+                 built: Design | None = None) -> dict:
     """The countable costs of `net` as numbers (cost.json's keys; cost_report formats them); the
-    before/after simplification counts start from `original` (the network as frozen) when given."""
-    fmt, built = net.input, design(net, pipeline)
+    before/after simplification counts start from `original` (the network as frozen) when given;
+    `built`: the Verilog design(net, pipeline), when the caller already has it."""
+    fmt, built = net.input, built or design(net, pipeline)
     return {**simplified_counts(original if original is not None else net),"comparators": int(((net.thresholds >= fmt.lo) & (net.thresholds < fmt.hi)).sum()),
             "thermometer_bits": int(net.thresholds.size),
             "luts": sum(len(layer.tables) for layer in net.layers),

@@ -4,6 +4,9 @@
             templates/dwn_shell.v: the board-level wrapper whose few pins fit a package), then
             nextpnr-ice40 place and route of the shell for a device (hx8k by default, the largest
             iCE40 HX) with --timing-allow-fail, so a slow design reports its Fmax instead of failing.
+            nextpnr's router can loop on one placement seed (seen here: the breast-cancer shell with
+            pipeline=full ran 13 minutes on seed 1; seeds 2 and 3 routed it in under two), so each
+            seed in SEEDS gets `timeout` seconds before the next is tried; cost.json names the seed.
     xilinx: yosys synth_xilinx of the core: LUT1..LUT6 and flip-flop counts, the unit of the paper's
             tables (no timing: that needs the vendor's tools).
 Debian packages: yosys, nextpnr-ice40, fpga-icestorm.
@@ -17,7 +20,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ..errors import DWNError
+from .. import console
+from ..errors import DWNError, RunError
 from .freeze import FrozenNetwork
 from .verilog import class_width
 
@@ -25,6 +29,7 @@ FPGAS = ("none", "ice40", "xilinx")
 # iCE40 devices nextpnr knows, with a package that has the I/O, and their logic cells (LUT4 + FF)
 ICE40 = {"hx1k": ("tq144", 1280), "up5k": ("sg48", 5280), "hx8k": ("ct256", 7680)}
 TEMPLATE = Path(__file__).resolve().parent / "templates" / "dwn_shell.v"
+SEEDS = (1, 2, 3)  # nextpnr placement seeds, tried in turn
 
 
 def write_shell(out_dir: Path) -> Path:
@@ -75,8 +80,9 @@ def xilinx(out_dir: Path) -> dict:
     return {"lut6": _cells(stat, r"LUT[1-6]"), "ff": _cells(stat, r"FD[A-Z]*")}
 
 
-def ice40(out_dir: Path, net: FrozenNetwork, latency: int, device: str = "hx8k") -> dict:
-    """Core and shell cell counts, then place and route of the shell on `device`: LUT4, FF, Fmax."""
+def ice40(out_dir: Path, net: FrozenNetwork, latency: int, device: str = "hx8k", timeout: float = 300) -> dict:
+    """Core and shell cell counts, then place and route of the shell on `device`: LUT4, FF, Fmax
+    (`timeout`: seconds per nextpnr seed)."""
     check("ice40", device)
     write_shell(out_dir)
     core = _yosys("read_verilog dwn_top.v; synth_ice40 -top dwn_top; stat", out_dir)
@@ -91,17 +97,26 @@ def ice40(out_dir: Path, net: FrozenNetwork, latency: int, device: str = "hx8k")
         if numbers["lut4"] > cells:
             raise DWNError(f"the design needs {numbers['lut4']} LUT4 cells; the iCE40 {device} has {cells} (the largest, "
                            "hx8k, has 7680): choose a smaller model or fpga=xilinx for counts only.")
-        numbers["fmax_mhz"] = _place_and_route(netlist, device, package, out_dir)
+        numbers["fmax_mhz"], numbers["nextpnr_seed"] = _place_and_route(netlist, device, package, out_dir, timeout)
     return numbers
 
 
-def _place_and_route(netlist: Path, device: str, package: str, out_dir: Path) -> float | None:
-    command = ["nextpnr-ice40", f"--{device}", "--package", package, "--json", str(netlist), "--asc",
-               str(out_dir / f"dwn_shell_{device}.asc"), "--timing-allow-fail", "--freq", "12", "--seed", "1"]
-    result = subprocess.run(command, capture_output=True, text=True)
-    log = result.stderr + result.stdout
-    if result.returncode:
-        last = [line for line in log.splitlines() if "ERROR" in line][-1:] or log.strip().splitlines()[-1:]
-        raise DWNError(f"nextpnr-ice40 could not place and route the design on {device}: {last[0] if last else '?'}")
-    found = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", log)
-    return float(found[-1]) if found else None
+def _place_and_route(netlist: Path, device: str, package: str, out_dir: Path, timeout: float):
+    """(Fmax in MHz or None, the seed that routed), trying SEEDS with `timeout` seconds each."""
+    for seed in SEEDS:
+        command = ["nextpnr-ice40", f"--{device}", "--package", package, "--json", str(netlist), "--asc",
+                   str(out_dir / f"dwn_shell_{device}.asc"), "--timing-allow-fail", "--freq", "12", "--seed", str(seed)]
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            console.log.warning("nextpnr-ice40 did not finish in %s s with seed %d%s", timeout, seed,
+                        "; trying the next seed" if seed != SEEDS[-1] else "")
+            continue
+        output = result.stderr + result.stdout
+        if result.returncode:
+            last = [line for line in output.splitlines() if "ERROR" in line][-1:] or output.strip().splitlines()[-1:]
+            raise DWNError(f"nextpnr-ice40 could not place and route the design on {device}: {last[0] if last else '?'}")
+        found = re.findall(r"Max frequency for clock\s+'[^']*':\s+([\d.]+) MHz", output)
+        return (float(found[-1]) if found else None), seed
+    raise RunError(f"nextpnr-ice40 did not finish placing and routing on {device} within fpga_timeout={timeout} s with "
+                   f"any of seeds {', '.join(map(str, SEEDS))}: raise fpga_timeout or choose a larger device.")

@@ -77,8 +77,9 @@ def _pipeline(cfg) -> str:
     return "layers" if cfg.registered and cfg.pipeline == "none" else cfg.pipeline
 
 
-def _write_and_verify(cfg, net: FrozenNetwork, out_dir: Path, q, class_names, simulator) -> str:
-    """Write the chosen format into out_dir and, with verify=true, check it against `net` on q."""
+def _write_and_verify(cfg, net: FrozenNetwork, out_dir: Path, q, class_names, simulator, built) -> str:
+    """Write the chosen format into out_dir and, with verify=true, check it against `net` on q
+    (`built`: the Verilog design of net)."""
     if cfg.format == "json":
         (out_dir / "frozen.json").write_text(net.to_json())
         if cfg.verify:
@@ -89,7 +90,7 @@ def _write_and_verify(cfg, net: FrozenNetwork, out_dir: Path, q, class_names, si
         if cfg.verify:
             return _verify_c(net, out_dir, q)
     else:
-        verilog_export.write(net, out_dir, q, pipeline=_pipeline(cfg), class_names=class_names)
+        verilog_export.write(net, out_dir, q, pipeline=_pipeline(cfg), class_names=class_names, built=built)
         if cfg.verify:
             return simulate.run_testbench(out_dir, simulator, len(q))
     return "not verified (verify=false)"
@@ -105,7 +106,7 @@ def _hardware(cfg, net: FrozenNetwork, out_dir: Path, numbers: dict, report: dic
         report["xilinx (yosys synth_xilinx)"] = f"{numbers['lut6']} LUT6, {numbers['ff']} FF (core; no timing " \
                                                 "without vendor tools)"
     elif cfg.fpga == "ice40":
-        numbers.update(fpga.ice40(out_dir, net, latency, cfg.fpga_device))
+        numbers.update(fpga.ice40(out_dir, net, latency, cfg.fpga_device, cfg.fpga_timeout))
         cycles = latency + 1  # the shell registers the class one clock after the core has it
         numbers["shell_latency_cycles"] = cycles
         fmax = numbers["fmax_mhz"]
@@ -128,6 +129,8 @@ def run_export(cfg, run_dir: Path) -> str:
         raise DWNError(f"pipeline must be one of {', '.join(verilog_export.PIPELINES)}; got {cfg.pipeline!r}.")
     if (cfg.fpga != "none" or cfg.shell != "none") and cfg.format != "verilog":
         raise DWNError(f"fpga= and shell= work on the Verilog export: add format=verilog (got format={cfg.format}).")
+    if isinstance(cfg.fpga_timeout, bool) or not isinstance(cfg.fpga_timeout, (int, float)) or cfg.fpga_timeout <= 0:
+        raise DWNError(f"fpga_timeout must be a positive number of seconds; got {cfg.fpga_timeout!r}.")
     fpga.check(cfg.fpga, cfg.fpga_device)  # the tools and the device, before any work
     simulator = simulate.choose(cfg.simulator) if cfg.format == "verilog" and cfg.verify else None
     count = cfg.vectors or simulate.DEFAULT_VECTORS.get(simulator, 256)
@@ -147,8 +150,9 @@ def run_export(cfg, run_dir: Path) -> str:
                        "nothing was written: please report this as a bug.")
     out_dir = Path(cfg.out) if cfg.out else run_dir / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
-    verdict = _write_and_verify(cfg, net, out_dir, q, restored.data.get("class_names"), simulator)
-    numbers = cost_numbers(net, _pipeline(cfg), original)
+    built = verilog_export.design(net, _pipeline(cfg))  # the RTL, and the registers and latency of the cost table
+    verdict = _write_and_verify(cfg, net, out_dir, q, restored.data.get("class_names"), simulator, built)
+    numbers = cost_numbers(net, _pipeline(cfg), original, built)
     report = cost_report(net, _pipeline(cfg), original, numbers)
     numbers.update(_accuracies(model, encoder, net, data))
     if cfg.format == "verilog" and cfg.yosys:

@@ -295,9 +295,11 @@ def _timing(pipeline: str, latency: int) -> str:
 
 
 def write(net: FrozenNetwork, out_dir: Path, q_vectors: np.ndarray, pipeline: str = "none",
-          class_names=None) -> list[Path]:
+          class_names=None, built: Design | None = None) -> list[Path]:
+    """dwn_top.v, its testbench, the vectors and a README; `built`: design(net, pipeline), when the
+    caller already has it."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    built = design(net, pipeline)
+    built = built or design(net, pipeline)
     files = {"dwn_top.v": built.text, "dwn_tb.v": testbench(net, len(q_vectors), built.latency, built.build),
              "vectors.hex": vectors(net, q_vectors), "README.md": readme(net, pipeline, built.latency, class_names)}
     for filename, text in files.items():
