@@ -1,6 +1,7 @@
 """Summaries of runs and sweeps: one row per configuration, its seeds pooled.
 
-A configuration is a job's command-line overrides other than `trainer.seed` (and `hydra.*`).
+A configuration is a job's command-line overrides other than those that cannot change what is
+learned (NOT_SETTINGS: the seed, threads, resuming, where the data lives, hydra.*).
 For each, over its seeds: the final test accuracy (mean, sd, min, max), the test accuracy at the
 epoch of best validation accuracy when the runs held out a validation split (the honest choice:
 selected on validation only), that epoch, and the seconds per epoch. Failed jobs are listed, not
@@ -26,6 +27,12 @@ COLUMNS = ("config", "n", "test_acc_mean", "test_acc_sd", "test_acc_min", "test_
            "best_val_test_acc_sd", "best_val_epoch_mean", "seconds_per_epoch", "jobs")
 
 
+# Overrides that do not make another configuration: the seed (pooled), and what only changes how
+# or where a run ran (a run resumed with more threads in its own folder is still the same run).
+NOT_SETTINGS = ("trainer.seed=", "trainer.threads=", "trainer.resume=", "dataset.root=", "dataset.download=",
+                "dataset.data_home=", "hydra.")
+
+
 @dataclass
 class Job:
     folder: Path
@@ -36,8 +43,8 @@ class Job:
 
     @property
     def settings(self) -> frozenset:
-        """The overrides that define the configuration (not the seed, not hydra.*)."""
-        return frozenset(o for o in self.overrides if not o.lstrip("+~").startswith(("trainer.seed=", "hydra.")))
+        """The overrides that define the configuration (not those in NOT_SETTINGS)."""
+        return frozenset(o for o in self.overrides if not o.lstrip("+~").startswith(NOT_SETTINGS))
 
     config = ""  # the settings that tell it from the other jobs; set by summarise
 

@@ -25,7 +25,9 @@ def _job(folder, overrides, test_accs, val_accs=None, failed=None):
 def sweep(tmp_path):
     root = tmp_path / "sweep"
     _job(root / "0", ["optimizer.lr=0.01", "trainer.seed=0", "dataset=digits"], [0.5, 0.8], [0.6, 0.7])
-    _job(root / "1", ["optimizer.lr=0.01", "trainer.seed=1", "dataset=digits"], [0.7, 0.6], [0.9, 0.5])
+    # seed 1 was resumed with more threads and its data elsewhere: still the same configuration
+    _job(root / "1", ["optimizer.lr=0.01", "trainer.seed=1", "dataset=digits", "trainer.threads=2",
+                      "trainer.resume=auto", "dataset.root=/data"], [0.7, 0.6], [0.9, 0.5])
     _job(root / "2", ["optimizer.lr=0.1", "trainer.seed=0", "dataset=digits"], [0.9, 0.95], [0.8, 0.85])
     _job(root / "3", ["optimizer.lr=0.1", "trainer.seed=1", "dataset=digits"], [], failed="model.layers[0].n ...")
     return root
