@@ -175,7 +175,7 @@ class ExportConfig:
     yosys: bool = True  # verilog: add a yosys LUT-6 count when yosys is installed
     fpga: str = "none"  # verilog: none | ice40 (yosys + nextpnr: LUT4, FF, Fmax) | xilinx (yosys: LUT6, FF)
     fpga_device: str = "hx8k"  # ice40: hx1k | up5k | hx8k
-    fpga_timeout: int = 300  # ice40: seconds nextpnr may route with one seed before the next seed is tried
+    fpga_timeout: float = 300  # ice40: seconds nextpnr may route with one seed before the next seed is tried
     shell: str = "none"  # verilog: none | serial (also write dwn_shell.v, the board wrapper; fpga=ice40 uses it)
     data_root: Optional[str] = None  # the same as dataset.root (kept for older command lines)
     dataset: DataOverrides = field(default_factory=DataOverrides)

@@ -7,24 +7,32 @@ from dwn_train.export.simplify import counts, reduce
 
 
 def _random_network(rng) -> FrozenNetwork:
+    """Unsigned 8-bit or signed 5-bit inputs, thresholds also below and above the code range
+    (constant bits), equal thresholds on a feature, and tables often near constant."""
+    fmt = InputFormat(8, 0, False) if rng.random() < 0.5 else InputFormat(5, 0, True)
     features, bits = int(rng.integers(1, 5)), int(rng.integers(1, 5))
-    thresholds = np.sort(rng.integers(0, 256, (features, bits)), axis=1)
+    thresholds = np.sort(rng.integers(fmt.lo - 3, fmt.hi + 3, (features, bits)), axis=1)
     thresholds[:, -1] = thresholds[:, 0]  # equal thresholds on a feature
     classes = int(rng.integers(2, 4))
     widths = [features * bits, *rng.integers(2, 12, int(rng.integers(0, 3))), classes * int(rng.integers(1, 4))]
     layers = []
     for width_in, width_out in zip(widths[:-1], widths[1:]):
         n = int(rng.integers(1, 4))
+        ones = rng.choice([0.05, 0.5, 0.95], size=(width_out, 1))  # some tables (near) constant
         layers.append(FrozenLayer(rng.integers(0, width_in, (width_out, n)),
-                                  rng.integers(0, 2, (width_out, 2**n)).astype(np.uint8)))
-    return FrozenNetwork(InputFormat(8, 0, False), features, thresholds, layers, classes)
+                                  (rng.random((width_out, 2**n)) < ones).astype(np.uint8)))
+    return FrozenNetwork(fmt, features, thresholds, layers, classes)
+
+
+def _codes(net, rng, count=100):
+    return rng.integers(net.input.lo, net.input.hi + 1, (count, net.num_features))
 
 
 def test_reduce_keeps_every_score_of_random_networks():
     rng = np.random.default_rng(0)
-    for _ in range(200):
+    for _ in range(300):
         net = _random_network(rng)
-        q = rng.integers(0, 256, (100, net.num_features))
+        q = _codes(net, rng)
         assert np.array_equal(reduce(net).scores(q), net.scores(q))
 
 
@@ -105,3 +113,23 @@ def test_verilog_reads_only_the_inputs_a_table_depends_on(tmp_path):
         q = np.arange(256).reshape(-1, 1)
         verilog.write(reduce(net), tmp_path, q)
         assert simulate.run_testbench(tmp_path, "iverilog", len(q)).startswith("PASS 256 vectors")
+
+
+def test_a_network_whose_classes_are_constant_stays_exact_in_verilog(tmp_path):
+    """Every last-layer LUT constant: nothing reads the hidden layer (reduce keeps one constant LUT
+    there so the form stays valid) and the Verilog scores are constants."""
+    import shutil
+
+    from dwn_train.export import simulate, verilog
+
+    hidden = FrozenLayer(np.array([[0, 1], [1, 2]]), np.array([[0, 1, 1, 0], [1, 0, 0, 1]], dtype=np.uint8))
+    last = FrozenLayer(np.array([[0, 1], [1, 0], [0, 0]]),
+                       np.array([[1, 1, 1, 1], [0, 0, 0, 0], [1, 1, 1, 1]], dtype=np.uint8))
+    net = FrozenNetwork(InputFormat(8, 0, False), 1, np.array([[10, 50, 90]]), [hidden, last], 3)
+    small = reduce(net)
+    assert len(small.layers[0].tables) == 1 and counts(net)["luts_after"] == 0
+    q = np.arange(256).reshape(-1, 1)
+    assert np.array_equal(small.scores(q), net.scores(q))
+    if shutil.which("iverilog"):
+        verilog.write(small, tmp_path, q[::8])
+        assert simulate.run_testbench(tmp_path, "iverilog", len(q[::8])).startswith("PASS 32 vectors")

@@ -18,6 +18,11 @@ def lut6_equivalents(n: int) -> int:
     return 1 if n <= 6 else 2 ** (n - 6) + 2 ** (n - 6) - 1
 
 
+def _working(layer) -> int:
+    """The LUTs of a layer that are not constants (a constant costs no LUT in Verilog)."""
+    return int((layer.tables.min(axis=1) != layer.tables.max(axis=1)).sum())
+
+
 def cost_numbers(net: FrozenNetwork, pipeline: str = "none", original: FrozenNetwork | None = None,
                  built: Design | None = None) -> dict:
     """The countable costs of `net` as numbers (cost.json's keys; cost_report formats them); the
@@ -26,8 +31,8 @@ def cost_numbers(net: FrozenNetwork, pipeline: str = "none", original: FrozenNet
     fmt, built = net.input, built or design(net, pipeline)
     return {**simplified_counts(original if original is not None else net),"comparators": int(((net.thresholds >= fmt.lo) & (net.thresholds < fmt.hi)).sum()),
             "thermometer_bits": int(net.thresholds.size),
-            "luts": sum(len(layer.tables) for layer in net.layers),
-            "lut6_equivalents": sum(len(layer.tables) * lut6_equivalents(layer.n) for layer in net.layers),
+            "luts": sum(_working(layer) for layer in net.layers),
+            "lut6_equivalents": sum(_working(layer) * lut6_equivalents(layer.n) for layer in net.layers),
             "adder_nodes": net.num_classes * (net.group - 1),
             "registers": built.registers,
             "latency_cycles": built.latency,
@@ -42,13 +47,14 @@ def cost_report(net: FrozenNetwork, pipeline: str = "none", original: FrozenNetw
     rows["encoder comparators"] = f"{numbers['comparators']} x {fmt.bits}-bit (of {numbers['thermometer_bits']} " \
                                   "thermometer bits)"
     for k, layer in enumerate(net.layers):
-        rows[f"layer {k + 1}"] = f"{len(layer.tables)} LUT-{layer.n} ({len(layer.tables) * lut6_equivalents(layer.n)} " \
-                                 "LUT-6 equivalents)"
+        constants = len(layer.tables) - _working(layer)
+        rows[f"layer {k + 1}"] = f"{_working(layer)} LUT-{layer.n} ({_working(layer) * lut6_equivalents(layer.n)} " \
+                                 "LUT-6 equivalents)" + (f" and {constants} constant outputs" if constants else "")
     rows["LUTs (LUT-6 equivalents)"] = f"{numbers['luts']} ({numbers['lut6_equivalents']})"
     rows["after simplification"] = (
         f"comparators {numbers['comparators_before']} -> {numbers['comparators_after']}, LUTs "
         f"{numbers['luts_before']} -> {numbers['luts_after']}, LUT inputs {numbers['lut_inputs_before']} -> "
-        f"{numbers['lut_inputs_after']} (what every writer emits)")
+        f"{numbers['lut_inputs_after']} (Verilog and the compiled engine emit this)")
     rows["popcount adder trees"] = (f"{net.num_classes} x {net.group}-input -> {score_width(net)} bits "
                                     f"({numbers['adder_nodes']} two-input adder nodes)")
     rows["argmax"] = f"{net.num_classes - 1} x {score_width(net)}-bit comparators -> {class_width(net)} bits"

@@ -103,6 +103,7 @@ def ice40(out_dir: Path, net: FrozenNetwork, latency: int, device: str = "hx8k",
 
 def _place_and_route(netlist: Path, device: str, package: str, out_dir: Path, timeout: float):
     """(Fmax in MHz or None, the seed that routed), trying SEEDS with `timeout` seconds each."""
+    (out_dir / f"dwn_shell_{device}.asc").unlink(missing_ok=True)  # no bitstream from an earlier export survives a failure
     for seed in SEEDS:
         command = ["nextpnr-ice40", f"--{device}", "--package", package, "--json", str(netlist), "--asc",
                    str(out_dir / f"dwn_shell_{device}.asc"), "--timing-allow-fail", "--freq", "12", "--seed", str(seed)]

@@ -54,7 +54,8 @@ def _merge(table: np.ndarray, low: int, high: int) -> np.ndarray:
 def _fold(table: np.ndarray, refs: list):
     """A LUT whose inputs are refs ('s', signal) or ('c', constant bit) -> (table, signal refs) with
     no constant, repeated or ignored input left; a constant LUT comes back with no inputs. (Removing
-    an input can make an earlier one ignored, e.g. a AND 0: the scan then starts again.)"""
+    an input, constant or merged repeat, can make an earlier one ignored, e.g. a AND 0 or a XOR a:
+    the scan then starts again.)"""
     refs, bit = list(refs), 0
     while bit < len(refs):
         kind, value = refs[bit]

@@ -45,8 +45,8 @@ def _comparator(net: FrozenNetwork, f: int, threshold: int) -> str:
 def _lut_layer(k: int, layer, source: str) -> list[str]:
     """One LUT layer; each LUT reads only the inputs its table depends on (simplify.folded)."""
     name = f"l{k + 1}"
-    lines = [f"  // LUT layer {k + 1}: {len(layer.tables)} LUT-{layer.n}s reading {source} "
-             "(each LUT reads the inputs its table depends on)",
+    lines = [f"  // LUT layer {k + 1}: {len(layer.tables)} LUTs of up to {layer.n} inputs reading {source} "
+             "(each reads only the inputs its table depends on)",
              f"  wire [{len(layer.tables) - 1}:0] {name};"]
     for j, (wires, table) in enumerate(zip(layer.wiring, layer.tables)):
         table, inputs = folded(table, wires)
