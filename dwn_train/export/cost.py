@@ -29,10 +29,12 @@ def cost_numbers(net: FrozenNetwork, pipeline: str = "none", original: FrozenNet
     before/after simplification counts start from `original` (the network as frozen) when given;
     `built`: the Verilog design(net, pipeline), when the caller already has it."""
     fmt, built = net.input, built or design(net, pipeline)
-    return {**simplified_counts(original if original is not None else net),"comparators": int(((net.thresholds >= fmt.lo) & (net.thresholds < fmt.hi)).sum()),
+    working = [_working(layer) for layer in net.layers]
+    return {**simplified_counts(original if original is not None else net),
+            "comparators": int(((net.thresholds >= fmt.lo) & (net.thresholds < fmt.hi)).sum()),
             "thermometer_bits": int(net.thresholds.size),
-            "luts": sum(_working(layer) for layer in net.layers),
-            "lut6_equivalents": sum(_working(layer) * lut6_equivalents(layer.n) for layer in net.layers),
+            "luts": sum(working),
+            "lut6_equivalents": sum(w * lut6_equivalents(layer.n) for w, layer in zip(working, net.layers)),
             "adder_nodes": net.num_classes * (net.group - 1),
             "registers": built.registers,
             "latency_cycles": built.latency,
@@ -47,8 +49,9 @@ def cost_report(net: FrozenNetwork, pipeline: str = "none", original: FrozenNetw
     rows["encoder comparators"] = f"{numbers['comparators']} x {fmt.bits}-bit (of {numbers['thermometer_bits']} " \
                                   "thermometer bits)"
     for k, layer in enumerate(net.layers):
-        constants = len(layer.tables) - _working(layer)
-        rows[f"layer {k + 1}"] = f"{_working(layer)} LUT-{layer.n} ({_working(layer) * lut6_equivalents(layer.n)} " \
+        working = _working(layer)
+        constants = len(layer.tables) - working
+        rows[f"layer {k + 1}"] = f"{working} LUT-{layer.n} ({working * lut6_equivalents(layer.n)} " \
                                  "LUT-6 equivalents)" + (f" and {constants} constant outputs" if constants else "")
     rows["LUTs (LUT-6 equivalents)"] = f"{numbers['luts']} ({numbers['lut6_equivalents']})"
     rows["after simplification"] = (
