@@ -32,6 +32,21 @@ def fit_and_score(model, x_train, y_train, x_test, y_test, epochs: int, batch: i
         return (model(x_test).argmax(-1) == y_test).float().mean().item()
 
 
+def signed_fixed_point_model(samples: int):
+    """(x, encoder, model): features of mixed scales with negative values (a signed 16-bit input
+    format), a Gaussian thermometer fitted on them and an untrained two-layer network in eval mode."""
+    import numpy as np
+    import torch
+
+    import dwn_train as dwn
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(samples, 6)) * [1, 5, 0.1, 20, 1, 1]
+    encoder = dwn.GaussianThermometer(5).fit(x)
+    model = torch.nn.Sequential(dwn.LUTLayer(30, 40, n=4), dwn.LUTLayer(40, 21, n=3), dwn.GroupSum(3)).eval()
+    return x, encoder, model
+
+
 def compose(overrides=(), config_name="train"):
     """A composed config (train.yaml, eval.yaml or export.yaml) with `overrides`; GlobalHydra is
     cleared before and after. Skips the calling test where Hydra is not installed."""

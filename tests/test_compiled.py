@@ -15,6 +15,7 @@ from dwn_train.export import compiled
 from dwn_train.export.freeze import FrozenLayer, FrozenNetwork, InputFormat, freeze
 from dwn_train.export.packed import predict_packed
 from dwn_train.export.run import float_predictions
+from conftest import signed_fixed_point_model
 
 needs_cc = pytest.mark.skipif(compiled.find_compiler() is None, reason="no C compiler")
 
@@ -153,10 +154,7 @@ def test_ties_go_to_the_lowest_class(bit):
 @needs_cc
 @pytest.mark.slow
 def test_signed_fixed_point_features_quantise_inside_the_engine():
-    torch.manual_seed(0)
-    x = np.random.default_rng(0).normal(size=(900, 6)) * [1, 5, 0.1, 20, 1, 1]
-    encoder = dwn.GaussianThermometer(5).fit(x)
-    model = torch.nn.Sequential(dwn.LUTLayer(30, 40, n=4), dwn.LUTLayer(40, 21, n=3), dwn.GroupSum(3)).eval()
+    x, encoder, model = signed_fixed_point_model(900)
     fmt = InputFormat.infer(x)
     net = freeze(model, encoder, fmt)
     step = 2.0 ** -fmt.frac_bits

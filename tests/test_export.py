@@ -18,7 +18,7 @@ from dwn_train.export.freeze import FrozenLayer, FrozenNetwork, InputFormat, fre
 from dwn_train.export.packed import pack, predict_packed, unpack
 from dwn_train.export.run import float_predictions, run_export
 from dwn_train.train import train
-from conftest import SMALL, compose
+from conftest import SMALL, compose, signed_fixed_point_model
 
 TINY = [*SMALL, "model.layers.0.out_features=120", "model.layers.1.out_features=60", "trainer.epochs=3"]
 
@@ -58,10 +58,7 @@ def test_frozen_network_equals_float_model_on_bytes(digits_checkpoint):
 
 
 def test_frozen_network_equals_float_model_on_signed_fixed_point():
-    torch.manual_seed(0)
-    x = np.random.default_rng(0).normal(size=(400, 6)) * [1, 5, 0.1, 20, 1, 1]
-    encoder = dwn.GaussianThermometer(5).fit(x)
-    model = torch.nn.Sequential(dwn.LUTLayer(30, 40, n=4), dwn.LUTLayer(40, 21, n=3), dwn.GroupSum(3)).eval()
+    x, encoder, model = signed_fixed_point_model(400)
     fmt = InputFormat.infer(x)
     assert fmt.signed and fmt.bits == 16
     net = freeze(model, encoder, fmt)
