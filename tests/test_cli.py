@@ -80,6 +80,8 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     ("train", ["trainer.epochs=many"], "epochs"),
     ("eval", ["checkpoint=/no/such/file.pt"], "does not exist"),
     ("eval", [], "checkpoint"),
+    ("export", ["checkpoint=/no/such.pt", "format=verilog", "fpga_timeout=0"], "fpga_timeout must be a positive number"),
+    ("export", ["checkpoint=/no/such.pt", "fpga_timeout=soon"], "fpga_timeout"),
 ])
 def test_user_errors_exit_2_without_traceback(which, overrides, words, run_cli, tmp_path):
     code, out, err = run_cli(which, *SMALL * (which == "train"), *overrides, f"hydra.run.dir={tmp_path}/r")
