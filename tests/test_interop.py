@@ -7,7 +7,9 @@ import torch
 from omegaconf import OmegaConf
 
 from dwn_train import DWNError
+from dwn_train.checkpoint import restore
 from dwn_train.config import EvalConfig, ExportConfig
+from dwn_train.data import load_dataset
 from dwn_train.export.freeze import InputFormat, freeze
 from dwn_train.interop import from_torch_dwn, to_checkpoint
 
@@ -58,7 +60,13 @@ def test_a_checkpoint_of_the_import_exports_and_evaluates(tmp_path):
     assert verdict.startswith("PASS")
     accuracy = run_eval(OmegaConf.merge(OmegaConf.structured(EvalConfig), dict(
         checkpoint=str(tmp_path / "imported.pt"), device="cpu")), tmp_path)
-    assert 0.0 <= accuracy <= 1.0
+    restored = restore(tmp_path / "imported.pt")  # the checkpoint holds the imported network, unchanged
+    assert torch.equal(restored.encoder.thresholds, encoder.thresholds)
+    data = load_dataset(restored.config.dataset)
+    with torch.no_grad():
+        scores = model(encoder.binarize(data.x_test).flatten(1))
+        assert torch.equal(restored.model.eval()(restored.encoder.binarize(data.x_test).flatten(1)), scores)
+    assert accuracy == pytest.approx((scores.argmax(-1) == data.y_test).float().mean().item())
 
 
 def test_bad_torch_dwn_states_are_one_sentence():
