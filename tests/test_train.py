@@ -42,6 +42,18 @@ def test_digits_run_learns_and_writes_its_folder(compose_cfg, tmp_path):
     assert isinstance(torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["model"], dict)
 
 
+@pytest.mark.slow
+def test_a_loss_monitor_keeps_the_lowest_and_eval_every_skips_epochs(compose_cfg, tmp_path):
+    best = train(compose_cfg([*SMALL, "trainer.epochs=3", "trainer.eval_every=2",
+                              "trainer.checkpoint.monitor=train_loss"]), tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("test_acc") is not None for r in rows] == [False, True, True]  # epoch 2, and the last
+    lowest = min(rows, key=lambda r: r["train_loss"])
+    assert best == lowest["train_loss"]
+    payload = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
+    assert payload["monitor"] == "train_loss" and payload["epoch"] == lowest["epoch"]
+
+
 @pytest.mark.parametrize("override, words", [
     ("trainer.batch_size=0", "batch_size"),
     ("model.layers.0.n=0", "n must be"),
