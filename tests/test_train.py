@@ -170,6 +170,14 @@ def test_regularizer_and_reduction_head_train_from_the_config(extra, plain_run, 
         assert smoothness(state) < 0.5 * smoothness(plain)  # measured: 0.14
 
 
+def test_per_class_confusion_and_scores_by_hand():
+    from dwn_train.scoring import per_class
+
+    confusion, rows = per_class(torch.tensor([0, 0, 1, 2]), torch.tensor([0, 1, 1, 0]), 3)
+    assert confusion.tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 0]]  # label x prediction
+    assert [(r["support"], r["precision"], r["recall"], r["f1"]) for r in rows] == [
+        (2, 0.5, 0.5, 0.5), (1, 0.5, 1.0, 2 / 3), (1, 0.0, 0.0, 0.0)]
+
 
 def test_scoring_an_empty_share_is_zero_not_an_error():
     from dwn_train.scoring import evaluate
