@@ -55,3 +55,40 @@ def test_a_failed_download_shows_the_network_error_and_the_offline_way(tmp_path,
     text = str(error.value)
     assert "could not be downloaded" in text and "Temporary failure in name resolution" in text
     assert "copy MNIST/raw" in text and "dataset=digits" in text
+
+
+def test_csv_with_a_test_file_shares_labels_across_both(tmp_path):
+    train_csv, test_csv = tmp_path / "train.csv", tmp_path / "test.csv"
+    train_csv.write_text("a,b,y\n1,2,cat\n3,4,dog\n5,6,cat\n")
+    test_csv.write_text("a,b,y\n7,8,eel\n9,10,dog\n")  # eel appears only in the test file
+    splits = load_dataset(_cfg(kind="csv", path=str(train_csv), test_path=str(test_csv), target="y"))
+    assert splits.class_names == ["cat", "dog", "eel"] and splits.num_classes == 3
+    assert splits.y_train.tolist() == [0, 1, 0] and splits.y_test.tolist() == [2, 1]
+    assert splits.x_train.tolist() == [[1, 2], [3, 4], [5, 6]] and splits.x_test.tolist() == [[7, 8], [9, 10]]
+    wide = tmp_path / "wide.csv"
+    wide.write_text("a,b,c,y\n1,2,3,cat\n")
+    with pytest.raises(DWNError, match="dataset.test_path has 3 feature columns; dataset.path has 2"):
+        load_dataset(_cfg(kind="csv", path=str(train_csv), test_path=str(wide), target="y"))
+
+
+def test_the_validation_split_partitions_train_and_the_encoder_sees_only_the_rest(compose_cfg):
+    import numpy as np
+    import torch
+
+    from dwn_train.model import build_encoder
+    from dwn_train.prepare import prepare_data
+    from conftest import SMALL
+
+    cfg = compose_cfg([*SMALL, "trainer.val_fraction=0.2", "trainer.seed=3"])
+    full = load_dataset(cfg.dataset)
+    data = prepare_data(cfg, torch.device("cpu"))
+    (x_val, y_val), (x_train, y_train) = data.raw["val"], data.raw["train"]
+    assert len(x_val) == int(0.2 * len(full.x_train)) and len(x_val) + len(x_train) == len(full.x_train)
+    rows = lambda x, y: sorted(map(tuple, np.column_stack([x.numpy(), y.numpy()]).tolist()))
+    assert rows(torch.cat([x_val, x_train]), torch.cat([y_val, y_train])) == rows(full.x_train, full.y_train)
+    assert torch.equal(data.splits["val"][0], data.encoder.binarize(x_val).flatten(1).to(torch.uint8))
+    on_train = build_encoder(cfg.encoding).fit(x_train).thresholds
+    assert torch.equal(data.encoder.thresholds, on_train)
+    assert not torch.equal(build_encoder(cfg.encoding).fit(full.x_train).thresholds, on_train)
+    again = prepare_data(cfg, torch.device("cpu"))  # seeded: the same split
+    assert torch.equal(again.raw["val"][0], x_val)
