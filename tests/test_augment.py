@@ -54,6 +54,18 @@ MODEL = ["dataset=mnist", "model=digits_small", "model.layers.0.out_features=200
          "trainer.batch_size=32", "trainer.plot=false", "trainer.threads=1"]
 
 
+def test_unmoved_images_encode_to_the_plain_training_bits(fake_mnist):
+    from dwn_train.augment import augmented_bits
+    from dwn_train.prepare import prepare_data
+
+    data = prepare_data(compose([*MODEL, "dataset.augment.shift=2"]), torch.device("cpu"))
+    index = torch.tensor([0, 7, 599, 3])
+    inputs = augmented_bits(data.train_images, data.encoder, 2)
+    plain = data.splits["train"][0][index].float()
+    assert torch.equal(inputs(index, torch.zeros(4, 2, dtype=torch.int64)), plain)
+    assert not torch.equal(inputs(index, torch.tensor([[0, 1]] * 4)), plain)  # one pixel right is other bits
+
+
 @pytest.mark.slow
 def test_augmented_training_learns_and_fits_thresholds_on_clean_images(fake_mnist, tmp_path):
     from dwn_train.checkpoint import load_checkpoint
