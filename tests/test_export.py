@@ -162,6 +162,23 @@ def test_cost_report_counts(digits_checkpoint):
     assert [lut6_equivalents(n) for n in (2, 6, 7, 8)] == [1, 1, 3, 7]
 
 
+def test_cost_counts_working_luts_and_wide_luts_in_lut6_equivalents():
+    from dwn_train.export.cost import cost_numbers, cost_report
+
+    first = FrozenLayer(np.array([[0, 1]] * 4), np.array([[0, 1, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1], [0, 1, 0, 1]],
+                                                        dtype=np.uint8))  # the third LUT is a constant
+    tables = np.zeros((2, 256), dtype=np.uint8)
+    tables[0, 1::2] = 1  # LUT-8 reading input 0 (layer 1's XOR); the second output is a constant 0
+    second = FrozenLayer(np.array([[0, 1, 2, 3, 0, 1, 2, 3]] * 2), tables)
+    net = FrozenNetwork(InputFormat(8, 0, False), 2, np.array([[10], [200]]), [first, second], 2)
+    numbers = cost_numbers(net)
+    assert (numbers["luts"], numbers["lut6_equivalents"]) == (3 + 1, 3 * 1 + 1 * 7)
+    rows = cost_report(net, numbers=numbers)
+    assert rows["layer 1"] == "3 LUT-2 (3 LUT-6 equivalents) and 1 constant outputs"
+    assert rows["layer 2"] == "1 LUT-8 (7 LUT-6 equivalents) and 1 constant outputs"
+    assert rows["LUTs (LUT-6 equivalents)"] == "4 (10)"
+
+
 @pytest.mark.slow
 def test_dwn_export_console_script(digits_checkpoint, tmp_path):
     result = subprocess.run(["dwn-export", f"checkpoint={digits_checkpoint}", "format=json", "verify=true",
