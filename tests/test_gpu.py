@@ -136,7 +136,10 @@ def test_n_above_the_kernel_limit_falls_back_to_torch_or_fails_clearly():
     layer = dwn.LUTLayer(40, 8, n=kernels.MAX_KERNEL_N + 1).to(DEVICE)
     x = torch.randn(5, 40, device=DEVICE)
     layer.backend = "auto"
-    assert layer(x).shape == (5, 8)
+    out = layer(x)
+    reference = copy.deepcopy(layer)
+    reference.backend = "torch"
+    assert out.shape == (5, 8) and torch.equal(out, reference(x))
     layer.backend = "cuda"
     with pytest.raises(dwn.DWNError, match="exceeds the kernels' limit"):
         layer(x)

@@ -42,7 +42,10 @@ def test_backend_cuda_without_a_gpu_is_a_clear_error():
     with pytest.raises(dwn.DWNError, match="backend='cuda' cannot run"):
         layer(torch.randn(3, 4))
     layer.backend = "auto"  # falls back to torch on CPU tensors
-    assert layer(torch.randn(3, 4)).shape == (3, 2)
+    x = torch.randn(3, 4)
+    out = layer(x)
+    layer.backend = "torch"
+    assert out.shape == (3, 2) and torch.equal(out, layer(x))
 
 
 @pytest.fixture
