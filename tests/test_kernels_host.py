@@ -135,8 +135,9 @@ def test_without_ste(host_launch, n):
 
 
 def test_layers_run_on_the_host_kernels(host_launch, monkeypatch):
-    """LUTLayer.forward's own path (cached inverse mapping, learnable wiring) with the CUDA backend."""
-    choose = lambda spec, x, luts: cuda_lut  # noqa: E731
+    """LUTLayer.forward's own path (cached inverse mapping, learnable wiring) with the CUDA backend,
+    against the same layer on the torch backend."""
+    choose = lambda spec, x, luts: torch_lut if spec.backend == "torch" else cuda_lut  # noqa: E731
     monkeypatch.setattr("dwn_train.layers.select_backend", choose)
     monkeypatch.setattr("dwn_train.lut.select_backend", choose)
     torch.manual_seed(0)
@@ -147,7 +148,11 @@ def test_layers_run_on_the_host_kernels(host_launch, monkeypatch):
         ref.backend = "torch"
         x = torch.randn(33, 20)
         grad = torch.randn(33, 4)
-        for _ in range(2):  # the second call reuses the layer's inverse mapping
+        for call in range(3):  # the second call reuses the layer's inverse mapping; the third has new wiring
+            if call == 2 and mapping == "random":  # loaded in place: the cached inverse must be refreshed
+                state = fast.state_dict()
+                state["mapping"] = torch.randperm(20)[:12].view(4, 3).to(state["mapping"].dtype)
+                fast.load_state_dict(state), ref.load_state_dict(state)
             xs = [x.clone().requires_grad_() for _ in range(2)]
             outs = [layer(v) for layer, v in zip((fast, ref), xs)]
             assert torch.equal(outs[0], outs[1])
