@@ -79,10 +79,22 @@ def test_matrix_and_factorised_paths_agree():
 
 
 def test_n16_runs_and_n_out_of_range_is_a_clear_error():
+    torch.manual_seed(16)
     layer = dwn.LUTLayer(20, 2, n=16)
     x = torch.randn(3, 20, requires_grad=True)
-    layer(x).sum().backward()
-    assert x.grad.shape == (3, 20) and layer.luts.grad.shape == (2, 65536)
+    grad = torch.randn(3, 2)
+    out = layer(x)
+    out.backward(grad)
+    assert x.grad.shape == (3, 20) and x.grad.abs().sum() > 0
+    wiring, luts = layer.wiring().tolist(), layer.luts.detach()
+    addresses = [[oracle.address(row, wiring[j]) for j in range(2)] for row in x.detach().tolist()]
+    assert max(a for row in addresses for a in row) >= 2**15  # the top address bit is exercised
+    expected_luts = torch.zeros(2, 65536)
+    for i, row in enumerate(addresses):
+        for j, a in enumerate(row):
+            assert out[i, j].item() == float(luts[j, a] > 0)
+            expected_luts[j, a] += grad[i, j]
+    torch.testing.assert_close(layer.luts.grad, expected_luts)
     for bad in (0, 17, 2.0):
         with pytest.raises(dwn.DWNError, match="n"):
             dwn.LUTLayer(20, 2, n=bad)

@@ -39,8 +39,13 @@ def test_comparison_is_strict_and_images_keep_their_shape():
     assert enc.thresholds.item() == 1.0
     assert enc.binarize(torch.tensor([[1.0], [1.5]])).view(-1).tolist() == [0.0, 1.0]
     images = torch.randint(0, 256, (20, 2, 3, 3), dtype=torch.uint8)
-    bits = dwn.Thermometer(2).fit(images).binarize(images)
-    assert bits.shape == (20, 2, 3, 3, 2)
+    enc = dwn.Thermometer(2).fit(images)
+    bits = enc.binarize(images)
+    assert bits.shape == (20, 2, 3, 3, 2) and enc.thresholds.shape == (2, 3, 3, 2)  # per pixel
+    assert torch.equal(bits, (images[..., None].double() > enc.thresholds.double()).to(bits.dtype))
+    pixel = images[:, 1, 2, 0].double().numpy()
+    np.testing.assert_allclose(enc.thresholds[1, 2, 0].numpy(), oracle.thermometer_thresholds("uniform", pixel, 2),
+                               rtol=1e-6)
 
 
 def test_state_dict_round_trip_into_unfitted_encoder():
