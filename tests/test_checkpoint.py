@@ -59,7 +59,7 @@ class Evil:
 
 @pytest.mark.parametrize("case, words", [
     ("missing", "does not exist"), ("truncated", "truncated"), ("foreign", "not a dwn-train checkpoint"),
-    ("pickle", "unpickling"), ("random", "not a torch checkpoint file"),
+    ("pickle", "unpickling"), ("random", "not a torch checkpoint file"), ("newer", "has format version 99"),
 ])
 def test_bad_checkpoints_are_clear_errors(case, words, tmp_path):
     path = tmp_path / "c.pt"
@@ -72,6 +72,10 @@ def test_bad_checkpoints_are_clear_errors(case, words, tmp_path):
         path.write_bytes(pickle.dumps({"format": "dwn-train-checkpoint", "x": Evil()}, protocol=2))
     elif case == "random":
         path.write_bytes(bytes(range(256)) * 12)
+    elif case == "newer":  # written by a later dwn-train
+        save_checkpoint({"epoch": 1, "model": {}}, path)
+        payload = torch.load(path, weights_only=True)
+        torch.save({**payload, "version": 99}, path)
     with pytest.raises(DWNError, match=words):
         load_checkpoint(path)
 

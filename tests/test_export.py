@@ -10,6 +10,7 @@ import torch
 from omegaconf import OmegaConf
 
 import dwn_train as dwn
+from dwn_train import DWNError
 from dwn_train.checkpoint import restore
 from dwn_train.config import EvalConfig, ExportConfig
 from dwn_train.data import load_dataset
@@ -69,11 +70,26 @@ def test_frozen_network_equals_float_model_on_signed_fixed_point():
     assert np.array_equal(scores, net.scores(q)) and np.array_equal(classes, net.predict(q))
 
 
+def test_input_format_with_explicit_widths_and_what_it_refuses():
+    x = np.array([[-3.2, 0.5], [7.9, 1.0]])
+    assert InputFormat.infer(x) == InputFormat(16, 11, True)  # 5 integer bits (|x| < 15, sign) in 16
+    assert InputFormat.infer(x, bits=12) == InputFormat(12, 7, True)
+    assert InputFormat.infer(x, frac_bits=4) == InputFormat(16, 4, True)
+    assert InputFormat.infer(np.array([[0, 100]]), bits=8) == InputFormat(8, 0, True)  # widths asked for: signed Q
+    with pytest.raises(DWNError, match="input_bits must be between 2 and 32; got 40"):
+        InputFormat.infer(x, bits=40)
+    with pytest.raises(DWNError, match="need 5 integer bits .* 8 input bits with 6 fraction bits cannot hold"):
+        InputFormat.infer(x, bits=8, frac_bits=6)
+
+
 def test_pack_round_trip_with_a_partial_word():
     bits = (np.random.default_rng(1).random((130, 7)) > 0.5).astype(np.uint8)
     words = pack(bits)
     assert words.shape == (7, 3) and words.dtype == np.uint64
     assert np.array_equal(unpack(words, 130), bits)
+    one = np.zeros((130, 7), dtype=np.uint8)
+    one[70, 2] = 1  # sample s is bit s % 64 of word s // 64, one row of words per bit
+    assert pack(one)[2].tolist() == [0, 1 << 6, 0] and not np.delete(pack(one), 2, axis=0).any()
 
 
 def _constant_network(bit: int) -> FrozenNetwork:
