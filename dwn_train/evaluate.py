@@ -59,7 +59,7 @@ def run_eval(cfg, run_dir: Path) -> float:
     restored = restore(cfg.checkpoint, data_overrides(cfg))
     train_cfg, payload = restored.config, restored.payload
     data = prepare_data(train_cfg, device, encoder=restored.encoder,
-                        expect=(restored.data, f"checkpoint {str(cfg.checkpoint)!r}"))
+                        expect=(restored.data, f"checkpoint {str(cfg.checkpoint)!r}"), only=(cfg.split,))
     if cfg.split not in data.splits:
         raise DWNError(f"split={cfg.split} is not available: the run had trainer.val_fraction=0 (no validation split).")
     model = restored.model  # on the CPU: frozen there, moved to the device to score

@@ -62,11 +62,12 @@ def _check_same_data(data, stored: dict, where: str) -> None:
                        "dataset options at the data it was trained on.")
 
 
-def prepare_data(cfg, device, encoder=None, expect=None) -> Prepared:
+def prepare_data(cfg, device, encoder=None, expect=None, only=None) -> Prepared:
     """Load, split off validation (trainer.val_fraction, seeded by trainer.seed), fit a new encoder
-    on train only unless a fitted `encoder` is given, and encode every split. `expect` = (a
-    checkpoint's `data` entry, what to call it): the loaded data must have its feature shape and
-    number of classes (checked before anything is encoded)."""
+    on train only unless a fitted `encoder` is given, and encode every split (or the names in
+    `only`: dwn-eval scores one; `raw` always has them all). `expect` = (a checkpoint's `data`
+    entry, what to call it): the loaded data must have its feature shape and number of classes
+    (checked before anything is encoded)."""
     data = load_dataset(cfg.dataset)
     if expect is not None:
         _check_same_data(data, *expect)
@@ -84,9 +85,10 @@ def prepare_data(cfg, device, encoder=None, expect=None) -> Prepared:
     splits_raw["train"] = (x_train, y_train)
     if encoder is None:
         encoder = build_encoder(cfg.encoding).fit(x_train)
-    splits = {name: (encode(encoder, x, device), y.to(device)) for name, (x, y) in splits_raw.items()}
+    splits = {name: (encode(encoder, x, device), y.to(device)) for name, (x, y) in splits_raw.items()
+              if only is None or name in only}
     images = None
-    if cfg.dataset.augment.shift:  # the raw images travel too, to be moved and encoded batch by batch
+    if cfg.dataset.augment.shift and "train" in splits:  # the raw images travel too, to be moved and encoded batch by batch
         images = x_train.view(-1, *data.image_shape).to(torch.uint8).to(device)
         encoder.to(device)
     return Prepared(splits, encoder, data.num_classes, data.feature_shape,

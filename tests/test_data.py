@@ -90,5 +90,6 @@ def test_the_validation_split_partitions_train_and_the_encoder_sees_only_the_res
     on_train = build_encoder(cfg.encoding).fit(x_train).thresholds
     assert torch.equal(data.encoder.thresholds, on_train)
     assert not torch.equal(build_encoder(cfg.encoding).fit(full.x_train).thresholds, on_train)
-    again = prepare_data(cfg, torch.device("cpu"))  # seeded: the same split
-    assert torch.equal(again.raw["val"][0], x_val)
+    again = prepare_data(cfg, torch.device("cpu"), only=("val",))  # seeded: the same split
+    assert torch.equal(again.raw["val"][0], x_val) and set(again.raw) == {"train", "val", "test"}
+    assert list(again.splits) == ["val"] and torch.equal(again.splits["val"][0], data.splits["val"][0])
