@@ -105,6 +105,7 @@ def _export_app(cfg):
 
 
 def _rank() -> int:
+    """distributed.launching_rank() without importing torch before the command line is parsed."""
     return int(os.environ.get("RANK", "0"))
 
 
