@@ -144,6 +144,7 @@ class DataOverrides:
     root: Optional[str] = None  # torchvision data sets: the folder holding <Name>/raw
     path: Optional[str] = None  # csv: the training file
     test_path: Optional[str] = None  # csv: the test file
+    data_home: Optional[str] = None  # jsc, openml: scikit-learn's OpenML cache folder
 
 
 @dataclass

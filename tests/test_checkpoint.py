@@ -127,3 +127,16 @@ def test_stored_configs_with_renamed_keys_still_load():
     assert plain["optimizer"] == {"name": "sgd", "lr": 0.1}  # the caller's dict is not changed
     with pytest.raises(dwn.DWNError):
         restore("/no/such/checkpoint.pt")
+
+
+@pytest.mark.parametrize("schema", ["EvalConfig", "ExportConfig"])
+def test_eval_and_export_point_every_data_location_key_at_moved_data(schema):
+    from omegaconf import OmegaConf
+
+    from dwn_train import config
+    from dwn_train.checkpoint import data_overrides
+
+    moved = dict(root="/d/img", path="/d/a.csv", test_path="/d/b.csv", data_home="/d/openml")
+    cfg = OmegaConf.merge(OmegaConf.structured(getattr(config, schema)), {"dataset": moved})
+    assert data_overrides(cfg) == moved
+    assert data_overrides(OmegaConf.structured(getattr(config, schema))) == {}
