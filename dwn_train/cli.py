@@ -178,6 +178,11 @@ def _entry(name: str, app) -> None:
         if exc.code == 1 and not _started:
             sys.exit(2)
         raise
+    except ValueError as exc:  # Hydra's own flags in a combination it refuses (e.g. -m with --cfg)
+        if _started:
+            raise
+        print(f"{name}: error: {exc}.", file=sys.stderr)
+        sys.exit(2)
 
 
 def train_main() -> None:

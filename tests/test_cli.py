@@ -89,6 +89,11 @@ def test_user_errors_exit_2_without_traceback(which, overrides, words, run_cli, 
     assert words in out + err and "Traceback" not in out + err
 
 
+def test_hydra_flags_it_refuses_together_are_exit_2_without_traceback(run_cli):
+    code, out, err = run_cli("train", "dataset=digits", "-m", "--cfg", "hydra")
+    assert code == 2 and "Only one of --run, --multirun, --cfg" in err and "Traceback" not in out + err
+
+
 @pytest.mark.slow
 def test_joblib_launcher_runs_jobs_in_parallel_processes(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
