@@ -80,6 +80,8 @@ def test_input_format_with_explicit_widths_and_what_it_refuses():
         InputFormat.infer(x, bits=40)
     with pytest.raises(DWNError, match="need 5 integer bits .* 8 input bits with 6 fraction bits cannot hold"):
         InputFormat.infer(x, bits=8, frac_bits=6)
+    with pytest.raises(DWNError, match=r"need 9 integer bits \(sign included\); 8 input bits cannot hold them"):
+        InputFormat.infer(np.array([[0, 255]]), bits=8)
 
 
 def test_pack_round_trip_with_a_partial_word():
