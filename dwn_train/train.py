@@ -149,8 +149,7 @@ def _train(cfg, run_dir: Path, ctx) -> float:
                 continue
             console.log.info(console.epoch_line(row))
             log.append(row)  # before the checkpoint: a crash in between only redoes this epoch
-            improved = row.get(monitor) is not None and (best is None or (row[monitor] > best if higher
-                                                                           else row[monitor] < best))
+            improved = improves(row.get(monitor), best, higher)
             if improved:
                 best = row[monitor]
             payload = make_payload(model=model, encoder=data.encoder, optimizer=optimizer, scheduler=scheduler,
@@ -182,6 +181,12 @@ def _interrupted(progress: dict, run_dir: Path) -> str:
     how = "trainer.resume=auto" if Path(path) == run_dir / "checkpoints" / "last.pt" else f"trainer.resume={path}"
     return (f"interrupted at epoch {epoch}, step {step}; the last checkpoint is epoch {saved_epoch} ({path}); "
             f"resume with `{how} hydra.run.dir={run_dir}`.")
+
+
+def improves(value, best, higher: bool) -> bool:
+    """Whether a monitored value replaces the best so far (None: not measured this epoch); a tie
+    keeps the earlier checkpoint."""
+    return value is not None and (best is None or (value > best if higher else value < best))
 
 
 def _objective(model, reg):

@@ -37,6 +37,7 @@ def test_digits_run_learns_and_writes_its_folder(compose_cfg, tmp_path):
     assert (tmp_path / "curves.png").stat().st_size > 1000
     payload = load_checkpoint(tmp_path / "checkpoints" / "best.pt")
     assert payload["monitor"] == "val_acc" and payload["best_metric"] == best
+    assert payload["epoch"] == next(r["epoch"] for r in rows if r["val_acc"] == best)  # the first best
     assert payload["config"]["dataset"]["kind"] == "digits"
     # a plain dict that weights_only reads
     assert isinstance(torch.load(tmp_path / "checkpoints" / "last.pt", weights_only=True)["model"], dict)
@@ -168,6 +169,15 @@ def test_regularizer_and_reduction_head_train_from_the_config(extra, plain_run, 
         plain = load_checkpoint(plain_run / "checkpoints" / "last.pt")["model"]
         smoothness = lambda s: sum(spectral(v.float()) for k, v in s.items() if k.endswith("luts"))
         assert smoothness(state) < 0.5 * smoothness(plain)  # measured: 0.14
+
+
+def test_only_a_strict_improvement_replaces_the_best():
+    from dwn_train.train import improves
+
+    assert improves(0.5, None, True) and improves(0.2, 0.3, False) and improves(0.4, 0.3, True)
+    assert not improves(None, 0.1, True) and not improves(None, None, False)
+    assert not improves(0.3, 0.2, False) and not improves(0.2, 0.3, True)
+    assert not improves(0.3, 0.3, True) and not improves(0.3, 0.3, False)  # a tie keeps the earlier epoch
 
 
 def test_per_class_confusion_and_scores_by_hand():
