@@ -82,6 +82,9 @@ def test_input_format_with_explicit_widths_and_what_it_refuses():
         InputFormat.infer(x, bits=8, frac_bits=6)
     with pytest.raises(DWNError, match=r"need 9 integer bits \(sign included\); 8 input bits cannot hold them"):
         InputFormat.infer(np.array([[0, 255]]), bits=8)
+    assert InputFormat.infer(np.array([[-np.inf, 0.5], [7.9, np.inf]])) == InputFormat(16, 11, True)  # inf saturates
+    with pytest.raises(DWNError, match="no finite value"):
+        InputFormat.infer(np.array([[np.inf, np.nan]]))
 
 
 def test_pack_round_trip_with_a_partial_word():

@@ -72,6 +72,11 @@ class InputFormat:
         # in the data's own float type (no float64 copy of a whole image set): whole numbers up to 255
         # are exact in every float type
         low, high = float(x.min()), float(x.max())
+        if not (math.isfinite(low) and math.isfinite(high)):  # +-inf saturate, NaN is refused later: size
+            finite = x[np.isfinite(x)]                         # the format on the finite values
+            if finite.size == 0:
+                raise DWNError("The features have no finite value to size the input format from.")
+            low, high = float(finite.min()), float(finite.max())
         if bits is None and frac_bits is None and low >= 0 and high <= 255 and np.array_equal(x, np.round(x)):
             return cls(8, 0, False)
         bits = 16 if bits is None else bits
