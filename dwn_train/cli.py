@@ -179,7 +179,7 @@ def _entry(name: str, app) -> None:
             sys.exit(2)
         raise
     except ValueError as exc:  # Hydra's own flags in a combination it refuses (e.g. -m with --cfg)
-        if _started:
+        if _started or os.environ.get("HYDRA_FULL_ERROR") == "1":  # a bug, or a traceback asked for
             raise
         print(f"{name}: error: {exc}.", file=sys.stderr)
         sys.exit(2)

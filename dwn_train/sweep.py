@@ -33,6 +33,6 @@ class SweepReport(Callback):
             return
         count = sum(1 for path in sweep_dir.iterdir() if (path / ".hydra").is_dir())
         details = "; ".join(f"job {job.folder.name}: {job.failed}" for job in failed)
-        app = f"dwn-{config.hydra.job.name}"  # train, eval or export
+        app = config.hydra.help.app_name  # dwn-train, dwn-eval or dwn-export
         print(f"{app}: {len(failed)} of {count} sweep jobs failed ({sweep_dir}): {details}", file=sys.stderr)
         sys.exit(max(job.exit_code for job in failed))
