@@ -269,12 +269,13 @@ def test_a_sweep_survives_a_bad_job_and_reports_it(tmp_path):
 def test_ctrl_c_says_where_and_how_to_resume(tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen([sys.executable, "-m", "dwn_train.cli", *SMALL, "trainer.threads=1", "model=digits_small",
-                             "trainer.batch_size=16", "trainer.epochs=50", f"hydra.run.dir={run}"], env=ENV,
+                             "trainer.batch_size=16", "trainer.epochs=1000", f"hydra.run.dir={run}"], env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "checkpoints" / "last.pt").is_file():
         time.sleep(0.05)
     time.sleep(0.3)
+    assert proc.poll() is None, "the run ended before it could be interrupted"  # (1000 epochs: never, in time)
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal sends: the whole process group
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
