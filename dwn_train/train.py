@@ -7,8 +7,10 @@ an uninterrupted one without replaying any random stream.
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -136,30 +138,31 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     # the checkpoint on disk that a resume would start from: (epoch, path)
     progress = {"epoch": start_epoch, "step": step, "saved": (state["epoch"], resume) if state is not None else None}
     try:
-        for epoch in range(start_epoch, t.epochs + 1):
-            progress["epoch"] = epoch
-            row = _train_epoch(trained, step_fn, optimizer, inputs, y_train, epoch, t, progress, ctx)
-            if scheduler is not None:
-                scheduler.step()
-            if epoch % t.eval_every == 0 or epoch == t.epochs:
-                for name in ("val", "test"):
-                    if name in data.splits:
-                        row[f"{name}_acc"] = evaluate(model, *data.splits[name], t.eval_batch_size, ctx)[0]
-            if not ctx.main:
-                continue
-            console.log.info(console.epoch_line(row))
-            log.append(row)  # before the checkpoint: a crash in between only redoes this epoch
-            improved = improves(row.get(monitor), best, higher)
-            if improved:
-                best = row[monitor]
-            payload = make_payload(model=model, encoder=data.encoder, optimizer=optimizer, scheduler=scheduler,
-                                   epoch=epoch, step=progress["step"], best_metric=best, monitor=monitor,
-                                   config=plain_config, data=data.describe())
-            if improved and t.checkpoint.save_best:
-                save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
-            if t.checkpoint.save_last:
-                save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
-                progress["saved"] = (epoch, run_dir / "checkpoints" / "last.pt")
+        with _interrupt_between_steps(progress):
+            for epoch in range(start_epoch, t.epochs + 1):
+                progress["epoch"] = epoch
+                row = _train_epoch(trained, step_fn, optimizer, inputs, y_train, epoch, t, progress, ctx)
+                if scheduler is not None:
+                    scheduler.step()
+                if epoch % t.eval_every == 0 or epoch == t.epochs:
+                    for name in ("val", "test"):
+                        if name in data.splits:
+                            row[f"{name}_acc"] = evaluate(model, *data.splits[name], t.eval_batch_size, ctx)[0]
+                if not ctx.main:
+                    continue
+                console.log.info(console.epoch_line(row))
+                log.append(row)  # before the checkpoint: a crash in between only redoes this epoch
+                improved = improves(row.get(monitor), best, higher)
+                if improved:
+                    best = row[monitor]
+                payload = make_payload(model=model, encoder=data.encoder, optimizer=optimizer, scheduler=scheduler,
+                                       epoch=epoch, step=progress["step"], best_metric=best, monitor=monitor,
+                                       config=plain_config, data=data.describe())
+                if improved and t.checkpoint.save_best:
+                    save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
+                if t.checkpoint.save_last:
+                    save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
+                    progress["saved"] = (epoch, run_dir / "checkpoints" / "last.pt")
     except KeyboardInterrupt:  # Ctrl-C anywhere in the loop: say where, and how to go on
         raise Interrupted(_interrupted(progress, run_dir)) from None
     if not ctx.main:
@@ -181,6 +184,26 @@ def _interrupted(progress: dict, run_dir: Path) -> str:
     how = "trainer.resume=auto" if Path(path) == run_dir / "checkpoints" / "last.pt" else f"trainer.resume={path}"
     return (f"interrupted at epoch {epoch}, step {step}; the last checkpoint is epoch {saved_epoch} ({path}); "
             f"resume with `{how} hydra.run.dir={run_dir}`.")
+
+
+@contextmanager
+def _interrupt_between_steps(progress: dict):
+    """Ctrl-C sets progress['stop'], which the loop turns into a KeyboardInterrupt after the step
+    (a KeyboardInterrupt raised at an arbitrary point can land in a finaliser, where Python prints
+    and ignores it, and the run would go on); a second Ctrl-C interrupts at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def first(signum, frame):
+        progress["stop"] = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def improves(value, best, higher: bool) -> bool:
@@ -243,6 +266,8 @@ def _train_epoch(model, step_fn, optimizer, inputs, y_train, epoch: int, t, prog
             scale = ctx.world / len(index)
             loss, logits = step_fn(x, y, scale)
             progress["step"] += 1
+            if progress.get("stop"):  # Ctrl-C arrived during this step
+                raise KeyboardInterrupt
             loss_sum += loss.item() / scale  # with a regulariser this includes its penalty
             correct += (logits.argmax(-1) == y).sum().item()
             seen += len(y)
