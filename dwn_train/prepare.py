@@ -88,7 +88,7 @@ def prepare_data(cfg, device, encoder=None, expect=None, only=None) -> Prepared:
     splits = {name: (encode(encoder, x, device), y.to(device)) for name, (x, y) in splits_raw.items()
               if only is None or name in only}
     images = None
-    if cfg.dataset.augment.shift and "train" in splits:  # the raw images travel too, to be moved and encoded batch by batch
+    if cfg.dataset.augment.shift and "train" in splits:  # the raw images travel too, moved and encoded per batch
         images = x_train.view(-1, *data.image_shape).to(torch.uint8).to(device)
         encoder.to(device)
     return Prepared(splits, encoder, data.num_classes, data.feature_shape,

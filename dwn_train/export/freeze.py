@@ -83,10 +83,10 @@ class InputFormat:
         if not 2 <= bits <= 32:
             raise DWNError(f"input_bits must be between 2 and 32; got {bits}.")
         int_bits = max(1, math.ceil(math.log2(max(abs(low), abs(high)) + 1.0))) + 1  # with the sign bit
-        if frac_bits is None and int_bits > bits:
-            raise DWNError(f"The features need {int_bits} integer bits (sign included); {bits} input bits cannot "
-                           "hold them: raise input_bits.")
         if frac_bits is None:
+            if int_bits > bits:
+                raise DWNError(f"The features need {int_bits} integer bits (sign included); {bits} input bits "
+                               "cannot hold them: raise input_bits.")
             frac_bits = bits - int_bits
         if frac_bits < 0 or int_bits + frac_bits > bits:
             raise DWNError(f"The features need {int_bits} integer bits (sign included); {bits} input bits with "
