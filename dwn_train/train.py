@@ -163,6 +163,7 @@ def _train(cfg, run_dir: Path, ctx) -> float:
                 if t.checkpoint.save_last:
                     save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
                     progress["saved"] = (epoch, run_dir / "checkpoints" / "last.pt")
+            _stop_if_asked(progress)  # Ctrl-C during the last evaluation or checkpoint
     except KeyboardInterrupt:  # Ctrl-C anywhere in the loop: say where, and how to go on
         raise Interrupted(_interrupted(progress, run_dir)) from None
     if not ctx.main:
@@ -188,9 +189,10 @@ def _interrupted(progress: dict, run_dir: Path) -> str:
 
 @contextmanager
 def _interrupt_between_steps(progress: dict):
-    """Ctrl-C sets progress['stop'], which the loop turns into a KeyboardInterrupt after the step
-    (a KeyboardInterrupt raised at an arbitrary point can land in a finaliser, where Python prints
-    and ignores it, and the run would go on); a second Ctrl-C interrupts at once."""
+    """Ctrl-C sets progress['stop'], which _stop_if_asked turns into a KeyboardInterrupt after the
+    step, or after the last epoch (a KeyboardInterrupt raised at an arbitrary point can land in a
+    finaliser, where Python prints and ignores it, and the run would go on); a second Ctrl-C
+    interrupts at once."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -204,6 +206,12 @@ def _interrupt_between_steps(progress: dict):
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _stop_if_asked(progress: dict) -> None:
+    """Act on a Ctrl-C that _interrupt_between_steps recorded: the loop's safe points call this."""
+    if progress.get("stop"):
+        raise KeyboardInterrupt
 
 
 def improves(value, best, higher: bool) -> bool:
@@ -266,8 +274,7 @@ def _train_epoch(model, step_fn, optimizer, inputs, y_train, epoch: int, t, prog
             scale = ctx.world / len(index)
             loss, logits = step_fn(x, y, scale)
             progress["step"] += 1
-            if progress.get("stop"):  # Ctrl-C arrived during this step
-                raise KeyboardInterrupt
+            _stop_if_asked(progress)
             loss_sum += loss.item() / scale  # with a regulariser this includes its penalty
             correct += (logits.argmax(-1) == y).sum().item()
             seen += len(y)

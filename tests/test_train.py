@@ -195,3 +195,24 @@ def test_scoring_an_empty_share_is_zero_not_an_error():
     model = torch.nn.Sequential(torch.nn.Linear(4, 3))
     accuracy, loss, preds = evaluate(model, torch.zeros(0, 4), torch.zeros(0, dtype=torch.int64), 16)
     assert (accuracy, loss, len(preds)) == (0.0, 0.0, 0)
+
+
+def test_ctrl_c_during_the_last_epochs_evaluation_still_interrupts(compose_cfg, tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from dwn_train import train as training
+    from dwn_train.errors import Interrupted
+
+    one_epoch = training._train_epoch
+
+    def then_ctrl_c(*args, **kwargs):  # the signal lands after the last step, before evaluation
+        row = one_epoch(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return row
+
+    monkeypatch.setattr(training, "_train_epoch", then_ctrl_c)
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(Interrupted, match="the last checkpoint is epoch 1"):
+        train(compose_cfg([*SMALL, "trainer.epochs=1"]), tmp_path)
+    assert signal.getsignal(signal.SIGINT) is before  # the run's handler is removed again
