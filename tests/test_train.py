@@ -13,8 +13,12 @@ from dwn_train.train import train
 from conftest import SMALL, compose
 
 
+def _rows(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
 def _last_row(run_dir):
-    return json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[-1])
+    return _rows(run_dir)[-1]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +33,7 @@ def plain_run(tmp_path_factory):
 def test_digits_run_learns_and_writes_its_folder(compose_cfg, tmp_path):
     cfg = compose_cfg([*SMALL, "trainer.epochs=4", "trainer.val_fraction=0.1", "trainer.plot=true"])
     best = train(cfg, tmp_path)
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = _rows(tmp_path)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["test_acc"] > 0.88, rows[-1]
     assert best == max(r["val_acc"] for r in rows)  # selected on validation, never on test
@@ -47,7 +51,7 @@ def test_digits_run_learns_and_writes_its_folder(compose_cfg, tmp_path):
 def test_a_loss_monitor_keeps_the_lowest_and_eval_every_skips_epochs(compose_cfg, tmp_path):
     best = train(compose_cfg([*SMALL, "trainer.epochs=3", "trainer.eval_every=2",
                               "trainer.checkpoint.monitor=train_loss"]), tmp_path)
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = _rows(tmp_path)
     assert [r.get("test_acc") is not None for r in rows] == [False, True, True]  # epoch 2, and the last
     lowest = min(rows, key=lambda r: r["train_loss"])
     assert best == lowest["train_loss"]
