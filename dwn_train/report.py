@@ -90,7 +90,7 @@ def _stats(values: list) -> tuple:
     values = [v for v in values if v is not None]
     if not values:
         return None, None, None, None
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    sd = statistics.stdev(values) if len(values) > 1 else None  # one seed has no spread to show
     return statistics.fmean(values), sd, min(values), max(values)
 
 
@@ -200,7 +200,7 @@ def plot_curves(table: list[dict], path: Path) -> None:
                       if r["epoch"] == epoch and r.get("test_acc") is not None]
             mean, sd, _, _ = _stats(values)
             means.append(100 * mean)
-            sds.append(100 * sd)
+            sds.append(0.0 if sd is None else 100 * sd)  # an epoch only one seed reached: no band
         line, = axes.plot(epochs, means, label=f"{row['config']} (n={row['n']})")
         axes.fill_between(epochs, [m - s for m, s in zip(means, sds)], [m + s for m, s in zip(means, sds)],
                           color=line.get_color(), alpha=0.2)

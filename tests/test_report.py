@@ -42,7 +42,9 @@ def test_summary_pools_seeds_and_selects_on_validation_only(sweep):
     assert (low["test_acc_min"], low["test_acc_max"]) == (0.6, 0.8)
     # best validation: seed 0 at epoch 2 (test 0.8), seed 1 at epoch 1 (test 0.7)
     assert low["best_val_test_acc_mean"] == pytest.approx(0.75) and low["best_val_epoch_mean"] == 1.5
-    assert rows["optimizer.lr=0.1"]["n"] == 1  # the failed seed is listed, not averaged
+    one = rows["optimizer.lr=0.1"]
+    assert one["n"] == 1  # the failed seed is listed, not averaged
+    assert one["test_acc_sd"] is None and one["best_val_test_acc_sd"] is None  # one seed: no spread, not "± 0"
     assert [job.folder.name for job in failed] == ["3"]
 
 
@@ -52,7 +54,9 @@ def test_dwn_report_writes_the_files(sweep, tmp_path, capsys):
     with (out / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [r["config"] for r in rows] == ["optimizer.lr=0.01", "optimizer.lr=0.1"]
-    assert "Failed:" in (out / "summary.md").read_text() and "70.00 ± 14.14" in (out / "summary.md").read_text()
+    assert rows[1]["test_acc_sd"] == ""
+    text = (out / "summary.md").read_text()
+    assert "Failed:" in text and "70.00 ± 14.14" in text and "| 95.00 | 95.00–95.00 |" in text
     assert (out / "curves.png").stat().st_size > 1000
     assert "optimizer.lr=0.01" in capsys.readouterr().out
 
