@@ -1,12 +1,16 @@
 """The training run in-process: learning, run-folder outputs, the one validation pass, the step."""
 
 import json
+import os
+import signal
 
 import pytest
 import torch
 
 import dwn_train as dwn
 from dwn_train import DWNError
+from dwn_train import train as training
+from dwn_train.errors import Interrupted
 from dwn_train.regularizers import spectral
 from dwn_train.checkpoint import load_checkpoint
 from dwn_train.train import train
@@ -202,12 +206,6 @@ def test_scoring_an_empty_share_is_zero_not_an_error():
 
 
 def test_ctrl_c_during_the_last_epochs_evaluation_still_interrupts(compose_cfg, tmp_path, monkeypatch):
-    import os
-    import signal
-
-    from dwn_train import train as training
-    from dwn_train.errors import Interrupted
-
     one_epoch = training._train_epoch
 
     def then_ctrl_c(*args, **kwargs):  # the signal lands after the last step, before evaluation
