@@ -4,6 +4,7 @@ compose time."""
 import pytest
 import torch
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, ValidationError
 
 from dwn_train import LUTLayer
@@ -64,6 +65,14 @@ def test_default_is_the_torch_dwn_mnist_recipe(compose_cfg):
     assert (cfg.optimizer.kind, cfg.optimizer.lr) == ("adam", 0.01)
     assert (cfg.scheduler.kind, cfg.scheduler.step_size, cfg.scheduler.gamma) == ("step", 14, 0.1)
     assert (cfg.trainer.epochs, cfg.trainer.batch_size) == (30, 32)
+
+
+def test_recipe_aug_is_the_recipe_with_one_pixel_shifts(compose_cfg):
+    recipe = OmegaConf.to_container(compose_cfg(), resolve=True)
+    shifted = OmegaConf.to_container(compose_cfg(["+experiment=mnist_recipe_aug"]), resolve=True)
+    assert recipe["dataset"]["augment"]["shift"] == 0 and shifted["dataset"]["augment"]["shift"] == 1
+    shifted["dataset"]["augment"]["shift"] = 0
+    assert shifted == recipe
 
 
 @pytest.mark.parametrize("override", ["trainer.epoch=3", "trainer.epochs=many", "model.head.tua=2"])
