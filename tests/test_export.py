@@ -15,6 +15,7 @@ from dwn_train.checkpoint import restore
 from dwn_train.config import EvalConfig, ExportConfig
 from dwn_train.data import load_dataset
 from dwn_train.evaluate import run_eval
+from dwn_train.export import fpga
 from dwn_train.export.freeze import FrozenLayer, FrozenNetwork, InputFormat, freeze
 from dwn_train.export.packed import pack, predict_packed, unpack
 from dwn_train.export.run import float_predictions, run_export
@@ -435,6 +436,14 @@ def test_fpga_settings_are_checked_before_any_work(digits_checkpoint, tmp_path):
         run_export(_export_cfg(digits_checkpoint, tmp_path / "out", format="verilog", fpga="ice40",
                                fpga_device="hx8"), tmp_path)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_wrong_fpga_device_is_named_even_without_the_tools(monkeypatch):
+    monkeypatch.setattr(fpga.shutil, "which", lambda tool: None)
+    with pytest.raises(dwn.DWNError, match="fpga_device must be one of"):
+        fpga.check("ice40", "hx8")
+    with pytest.raises(dwn.DWNError, match="needs yosys on the PATH"):
+        fpga.check("ice40", "hx8k")
 
 
 def test_a_failing_tool_is_a_run_error():

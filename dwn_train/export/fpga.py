@@ -67,10 +67,10 @@ def check(kind: str, device: str) -> None:
     """What fpga=`kind` needs, checked before an export does any work."""
     if kind == "none":
         return
+    if kind == "ice40" and device not in ICE40:  # the setting first: it is wrong with or without the tools
+        raise DWNError(f"fpga_device must be one of {', '.join(ICE40)} for fpga=ice40; got {device!r}.")
     _need("yosys", "yosys")
     if kind == "ice40":
-        if device not in ICE40:
-            raise DWNError(f"fpga_device must be one of {', '.join(ICE40)} for fpga=ice40; got {device!r}.")
         _need("nextpnr-ice40", "nextpnr-ice40")
 
 
