@@ -210,6 +210,49 @@ def stored_paths_absolute(plain: dict) -> dict:
     return plain
 
 
+# settings a resumed run may change: where and how fast it runs, what it writes and keeps, how
+# long it trains, where its data lies; every other setting shapes the run and must stay as trained
+RESUME_MAY_CHANGE = ("trainer.epochs", "trainer.threads", "trainer.resume", "trainer.device", "trainer.backend",
+                     "trainer.strategy", "trainer.cuda_graphs", "trainer.deterministic", "trainer.eval_every",
+                     "trainer.eval_batch_size", "trainer.plot", "trainer.checkpoint.save_last",
+                     "trainer.checkpoint.save_best", "logger", "dataset.root", "dataset.download", "dataset.path",
+                     "dataset.test_path", "dataset.data_home")
+
+
+def _leaves(value, prefix: str = ""):
+    """(dotted key, value) of every scalar or list of scalars in a plain config."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, f"{prefix}{key}.")
+    elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
+        for index, item in enumerate(value):
+            yield from _leaves(item, f"{prefix}{index}.")
+        yield f"{prefix}count", len(value)
+    else:
+        yield prefix[:-1], value
+
+
+def override_text(value) -> str:
+    """A plain value as a Hydra command-line override writes it."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ",".join(override_text(item) for item in value) + "]"
+    return str(value)
+
+
+def changed_settings(trained: dict, today: dict, may_change=RESUME_MAY_CHANGE) -> list[tuple[str, object, object]]:
+    """(key, trained value, today's value) of every setting that differs between a checkpoint's
+    config (`trained`, already merged over today's defaults) and today's, leaving out the keys in
+    `may_change` and everything under them."""
+    free = lambda key: any(key == k or key.startswith(k + ".") for k in may_change)
+    old, new = dict(_leaves(trained)), dict(_leaves(today))
+    keys = [k for k in old if k in new] + [k for k in new if k not in old]
+    return [(k, old.get(k), new.get(k)) for k in keys if not free(k) and old.get(k) != new.get(k)]
+
+
 def unknown_keys(cfg, schema, prefix: str = "") -> list[str]:
     """Keys of `cfg` that the dataclass `schema` does not declare (Hydra's `+key=value` adds them
     without complaint), searched through nested dataclasses and lists of them."""

@@ -7,6 +7,7 @@ an uninterrupted one without replaying any random stream.
 
 from __future__ import annotations
 
+import shlex
 import signal
 import threading
 import time
@@ -79,13 +80,22 @@ def _resume_path(cfg, run_dir: Path):
 
 
 def _check_resumable(cfg, state: dict, resume: Path) -> None:
-    """The optimizer's state only carries over to the same kind of optimizer."""
-    from .config import stored_config
+    """A resumed run continues the run it was: every setting that shapes the run (data, split,
+    augmentation, encoding, model, optimizer, schedule, seed, batch size, monitor) must be as
+    trained; only config.RESUME_MAY_CHANGE may differ."""
+    from .config import changed_settings, override_text, stored_config
 
-    stored = stored_config(state["config"]).optimizer.kind
-    if stored != cfg.optimizer.kind:
-        raise DWNError(f"checkpoint {str(resume)!r} was trained with optimizer={stored}; its state cannot continue "
-                       f"with optimizer={cfg.optimizer.kind}: resume with optimizer={stored}.")
+    trained = OmegaConf.to_container(stored_config(state["config"]), resolve=True)
+    changed = changed_settings(trained, OmegaConf.to_container(cfg, resolve=True))
+    if not changed:
+        return
+    shown = ", ".join(f"{key}={override_text(old)} (today {override_text(new)})" for key, old, new in changed[:8])
+    more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
+    fix = " ".join(f"{key}={override_text(old)}" for key, old, new in changed
+                   if old is not None and new is not None and not key.endswith(".count"))
+    raise DWNError(f"checkpoint {str(resume)!r} was trained with {shown}{more}; a resumed run continues with the "
+                   f"settings it was trained with: add `{fix}` to the command (or train with new settings in a "
+                   "new run folder).")
 
 
 def _restore_encoder(cfg, state):
@@ -165,7 +175,7 @@ def _train(cfg, run_dir: Path, ctx) -> float:
                     progress["saved"] = (epoch, run_dir / "checkpoints" / "last.pt")
             _stop_if_asked(progress)  # Ctrl-C during the last evaluation or checkpoint
     except KeyboardInterrupt:  # Ctrl-C anywhere in the loop: say where, and how to go on
-        raise Interrupted(_interrupted(progress, run_dir)) from None
+        raise Interrupted(_interrupted(progress, run_dir, _run_overrides())) from None
     if not ctx.main:
         return float("nan")
     if t.plot and log.rows:
@@ -177,14 +187,27 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     return float(best) if best is not None else float("nan")
 
 
-def _interrupted(progress: dict, run_dir: Path) -> str:
+def _interrupted(progress: dict, run_dir: Path, overrides=()) -> str:
     epoch, step, saved = progress["epoch"], progress["step"], progress["saved"]
     if saved is None:
         return f"interrupted at epoch {epoch}, step {step}, before any checkpoint was written; start the run again."
     saved_epoch, path = saved
     how = "trainer.resume=auto" if Path(path) == run_dir / "checkpoints" / "last.pt" else f"trainer.resume={path}"
+    command = " ".join(["dwn-train", *(shlex.quote(o) for o in overrides), how, f"hydra.run.dir={run_dir}"])
     return (f"interrupted at epoch {epoch}, step {step}; the last checkpoint is epoch {saved_epoch} ({path}); "
-            f"resume with `{how} hydra.run.dir={run_dir}`.")
+            f"resume with `{command}`.")
+
+
+def _run_overrides() -> list[str]:
+    """This run's command-line settings (Hydra's task overrides; none when train() is called
+    without Hydra), less trainer.resume, which the resume command sets itself."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+    except ImportError:
+        return []
+    if not HydraConfig.initialized():
+        return []
+    return [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("trainer.resume=")]
 
 
 @contextmanager

@@ -150,8 +150,30 @@ def test_resuming_with_fewer_epochs_says_so_and_the_log_says_why(small_run, run_
 
 def test_resuming_with_another_optimizer_is_refused(small_run, run_cli, tmp_path):
     _clean(*run_cli("train", *TINY, "trainer.epochs=3", "optimizer=sgd", f"trainer.resume={small_run}/checkpoints/last.pt",
-                    f"hydra.run.dir={tmp_path}"), 2, "was trained with optimizer=adam; its state cannot continue with "
-                                                    "optimizer=sgd")
+                    f"hydra.run.dir={tmp_path}"), 2, "was trained with optimizer.kind=adam (today sgd)")
+
+
+def test_resuming_with_other_settings_names_them_and_how_to_continue(small_run, run_cli, tmp_path):
+    """A resume that forgot a job's overrides (seed, augmentation-like settings, schedule) would
+    silently continue another run: it is refused, naming each setting, and nothing is written."""
+    last = small_run / "checkpoints" / "last.pt"
+    before = last.read_bytes()
+    code, out, err = run_cli("train", *TINY, "trainer.epochs=3", "trainer.seed=5", "trainer.val_fraction=0.1",
+                             "model.head.tau=2", f"trainer.resume={last}", f"hydra.run.dir={tmp_path}")
+    _clean(code, out, err, 2, "trainer.seed=0 (today 5)")
+    said = next(line for line in (out + err).splitlines() if "error:" in line)
+    for words in ("trainer.val_fraction=0.0 (today 0.1)", "model.head.tau=3.3333333333333335 (today 2", "add `"):
+        assert words in said, said
+    assert "trainer.epochs" not in said  # training longer is what resuming is for
+    assert last.read_bytes() == before and not (tmp_path / "checkpoints").exists()
+    # the settings it names are the fix: with them the same command resumes
+    fix = said.split("add `")[1].split("`")[0].split()
+    assert sorted(fix) == ["model.head.tau=3.3333333333333335", "trainer.seed=0", "trainer.val_fraction=0.0"], fix
+    code, out, err = run_cli("train", *TINY, "trainer.epochs=3", "trainer.seed=5", "trainer.val_fraction=0.1",
+                             "model.head.tau=2", *fix, f"trainer.resume={last}", f"hydra.run.dir={tmp_path}",
+                             "trainer.threads=1")
+    assert code == 0, err
+    assert [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [3]
 
 
 def test_the_ctrl_c_advice_names_the_checkpoint_on_disk(tmp_path):
@@ -160,9 +182,11 @@ def test_the_ctrl_c_advice_names_the_checkpoint_on_disk(tmp_path):
     run = tmp_path / "new"
     elsewhere = _interrupted({"epoch": 6, "step": 40, "saved": (5, tmp_path / "old" / "last.pt")}, run)
     assert f"the last checkpoint is epoch 5 ({tmp_path / 'old' / 'last.pt'})" in elsewhere
-    assert f"trainer.resume={tmp_path / 'old' / 'last.pt'} hydra.run.dir={run}" in elsewhere
-    here = _interrupted({"epoch": 6, "step": 40, "saved": (6, run / "checkpoints" / "last.pt")}, run)
-    assert f"trainer.resume=auto hydra.run.dir={run}" in here
+    assert f"`dwn-train trainer.resume={tmp_path / 'old' / 'last.pt'} hydra.run.dir={run}`" in elsewhere
+    here = _interrupted({"epoch": 6, "step": 40, "saved": (6, run / "checkpoints" / "last.pt")}, run,
+                        ["trainer.seed=1", "scheduler.milestones=[24,48]"])
+    # the run's own settings are part of the command (a resume without them is refused), quoted for the shell
+    assert f"`dwn-train trainer.seed=1 'scheduler.milestones=[24,48]' trainer.resume=auto hydra.run.dir={run}`" in here
 
 
 def test_a_job_run_again_in_its_folder_forgets_its_old_failure(run_cli, tmp_path):
@@ -174,9 +198,7 @@ def test_a_job_run_again_in_its_folder_forgets_its_old_failure(run_cli, tmp_path
 def test_resuming_on_another_data_set_names_both(small_run, run_cli, tmp_path):
     _clean(*run_cli("train", *TINY, "trainer.epochs=3", "dataset=breast_cancer",
                     f"trainer.resume={small_run}/checkpoints/last.pt",
-                    f"hydra.run.dir={tmp_path}"), 2,
-           "was trained on data with feature shape (64,) and 10 classes, but dataset 'breast_cancer' has feature "
-           "shape (30,) and 2 classes")
+                    f"hydra.run.dir={tmp_path}"), 2, "dataset.kind=digits (today breast_cancer)")
 
 
 @pytest.mark.parametrize("which", ["eval", "export"])
@@ -217,6 +239,9 @@ def test_eval_names_classes_and_finds_a_moved_csv(run_cli, tmp_path, monkeypatch
     lines = (tmp_path / "ev2" / "predictions.csv").read_text().splitlines()
     assert lines[0] == "index,label,prediction,label_name,prediction_name"
     assert lines[1].split(",")[3] in ("no", "yes")
+    (tmp_path / "wide.csv").write_text("a,b,c,answer\n" + "".join(f"{i},{i % 3},{i % 5},{i % 2}\n" for i in range(30)))
+    _clean(*run_cli("eval", "checkpoint=run/checkpoints/last.pt", "dataset.path=wide.csv", "hydra.run.dir=ev3"), 2,
+           "was trained on data with feature shape (2,) and 2 classes, but dataset")
 
 
 def test_help_lists_real_options_and_version_is_ours(run_cli):
@@ -282,7 +307,9 @@ def test_ctrl_c_says_where_and_how_to_resume(tmp_path):
     assert "Traceback" not in out + err
     saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"]
     assert f"the last checkpoint is epoch {saved}" in err
-    assert f"resume with `trainer.resume=auto hydra.run.dir={run}`" in err
+    assert "resume with `dwn-train dataset=digits model=digits_small " in err  # the run's settings, in order
+    assert f"trainer.threads=1 model=digits_small trainer.batch_size=16 trainer.epochs=1000 trainer.resume=auto " \
+           f"hydra.run.dir={run}`" in err
 
 
 @pytest.mark.slow
