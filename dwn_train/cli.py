@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import traceback
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -57,6 +58,17 @@ def _run(name: str, schema, work, cfg):
         _fail(name, RunError(f"{where}{os_reason(exc)}."), run_dir, sweep)
     except (DWNError, RunError, Interrupted) as exc:
         _fail(name, exc, run_dir, sweep)
+    except Exception as exc:  # a fault of ours: a single run shows the traceback; a sweep goes on
+        if not sweep:
+            raise
+        log = run_dir / f"{hydra_cfg.job.name}.log"
+        try:
+            with log.open("a") as handle:
+                traceback.print_exc(file=handle)
+        except OSError:
+            pass
+        _fail(name, RunError(f"internal error ({type(exc).__name__}: {os_reason(exc)}); its traceback is in {log}, "
+                             "please report it"), run_dir, sweep)
     return float("nan")  # a failed job of a sweep
 
 

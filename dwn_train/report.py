@@ -4,8 +4,8 @@ A configuration is a job's command-line overrides other than those that cannot c
 learned (NOT_SETTINGS: the seed, threads, resuming, where the data lives, hydra.*).
 For each, over its seeds: the final test accuracy (mean, sd, min, max), the test accuracy at the
 epoch of best validation accuracy when the runs held out a validation split (the honest choice:
-selected on validation only), that epoch, and the seconds per epoch. Failed jobs are listed, not
-averaged. Used at the end of every sweep (dwn_train/sweep.py) and by `dwn-report PATH...`.
+selected on validation only), that epoch, and the seconds per epoch. Failed jobs, and jobs whose
+last row is short of their trainer.epochs (killed, or still running), are listed, not averaged. Used at the end of every sweep (dwn_train/sweep.py) and by `dwn-report PATH...`.
 
     dwn-report outputs/train-multirun/<time> [more run or sweep folders] [--out DIR]
 """
@@ -64,21 +64,38 @@ def _job(folder: Path) -> Job | None:
         job.failed, job.exit_code = record.get("error", "failed"), int(record.get("exit_code", 1))
     elif metrics.is_file():
         job.rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        epochs, done = _planned_epochs(folder), job.rows[-1]["epoch"] if job.rows else 0
+        if epochs is not None and done < epochs:  # killed, or still running: its last row is not a final one
+            job.failed, job.exit_code = f"incomplete: {done} of {epochs} epochs (killed, or still running)", 1
     return job
+
+
+def _planned_epochs(folder: Path):
+    """trainer.epochs of the job's config (Hydra's .hydra/config.yaml), or None without one."""
+    try:
+        config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text()) or {}
+        return int(config["trainer"]["epochs"])
+    except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
+        return None
 
 
 def collect(paths) -> list[Job]:
     """The jobs in `paths`: run folders themselves, or sweep folders holding one per job."""
-    jobs = []
-    for path in map(Path, paths):
-        job = _job(path)
-        if job is not None:
+    jobs, seen = [], set()
+
+    def add(folder: Path) -> bool:
+        job = _job(folder)
+        if job is not None and folder.resolve() not in seen:  # a folder named twice counts once
+            seen.add(folder.resolve())
             jobs.append(job)
+        return job is not None
+
+    for path in map(Path, paths):
+        if add(path):
             continue
         for child in sorted(path.iterdir() if path.is_dir() else [], key=_job_order):
-            job = _job(child) if child.is_dir() else None
-            if job is not None:
-                jobs.append(job)
+            if child.is_dir():
+                add(child)
     return jobs
 
 

@@ -10,9 +10,11 @@ from dwn_train.report import collect, main, summarise
 from conftest import SMALL
 
 
-def _job(folder, overrides, test_accs, val_accs=None, failed=None):
+def _job(folder, overrides, test_accs, val_accs=None, failed=None, epochs=None):
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    if epochs is not None:  # what Hydra writes: the job's whole config
+        (folder / ".hydra" / "config.yaml").write_text(f"trainer:\n  epochs: {epochs}\n  seed: 0\n")
     if failed:
         (folder / "failed.json").write_text(json.dumps({"exit_code": 2, "error": failed}))
         return
@@ -46,6 +48,19 @@ def test_summary_pools_seeds_and_selects_on_validation_only(sweep):
     assert one["n"] == 1  # the failed seed is listed, not averaged
     assert one["test_acc_sd"] is None and one["best_val_test_acc_sd"] is None  # one seed: no spread, not "± 0"
     assert [job.folder.name for job in failed] == ["3"]
+
+
+def test_unfinished_jobs_are_listed_not_averaged_and_a_folder_counts_once(sweep):
+    # seed 2 was killed after one of its two epochs, seed 3 before its first: neither has a final accuracy
+    _job(sweep / "4", ["optimizer.lr=0.01", "trainer.seed=2", "dataset=digits"], [0.1], [0.2], epochs=2)
+    _job(sweep / "5", ["optimizer.lr=0.01", "trainer.seed=3", "dataset=digits"], [], epochs=2)
+    _job(sweep / "6", ["optimizer.lr=0.01", "trainer.seed=4", "dataset=digits"], [0.4, 0.9], [0.3, 0.4], epochs=2)
+    table, failed = summarise(collect([sweep, sweep / "0", sweep / "6"]))  # 0 and 6 named twice
+    low = next(row for row in table if row["config"] == "optimizer.lr=0.01")
+    assert low["n"] == 3 and low["test_acc_mean"] == pytest.approx((0.8 + 0.6 + 0.9) / 3)
+    assert {job.folder.name: job.failed for job in failed if job.folder.name in "45"} == {
+        "4": "incomplete: 1 of 2 epochs (killed, or still running)",
+        "5": "incomplete: 0 of 2 epochs (killed, or still running)"}
 
 
 def test_dwn_report_writes_the_files(sweep, tmp_path, capsys):
@@ -97,3 +112,28 @@ def test_an_optuna_study_maximises_the_returned_validation_accuracy(tmp_path):
     assert best["best_value"] == pytest.approx(max(row["val_acc"] for row in jobs))  # validation, not test
     with (sweep / "summary.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 4
+
+
+def test_a_fault_inside_one_sweep_job_is_recorded_and_the_sweep_goes_on(run_cli, tmp_path, monkeypatch):
+    """An exception that is not a user or run error (a bug, a CUDA fault) would end a sweep in a
+    traceback before its summary: it fails that job only, with its traceback in the job's log."""
+    from dwn_train import train as training
+
+    real = training.train
+
+    def faulty(cfg, run_dir):
+        if cfg.trainer.seed == 1:
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return real(cfg, run_dir)
+
+    monkeypatch.setattr(training, "train", faulty)
+    code, out, err = run_cli("train", "-m", *SMALL, "trainer.threads=1", "model.layers.0.out_features=60",
+                             "model.layers.1.out_features=30", "trainer.epochs=1", "trainer.seed=0,1",
+                             f"hydra.sweep.dir={tmp_path}")
+    assert code == 1 and "1 of 2 sweep jobs failed" in err, (code, err)
+    assert "internal error (RuntimeError: CUDA error: an illegal memory access was encountered)" in err
+    assert "Traceback" not in out + err
+    assert "Traceback" in (tmp_path / "1" / "train.log").read_text()
+    assert json.loads((tmp_path / "1" / "failed.json").read_text())["exit_code"] == 1
+    with (tmp_path / "summary.csv").open() as handle:
+        assert [row["n"] for row in csv.DictReader(handle)] == ["1"]
