@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import traceback
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import hydra
@@ -151,16 +151,29 @@ def _run_dir_problem(argv: list[str]) -> str | None:
     return None
 
 
+@contextmanager
 def _early_lock(argv: list[str]):
     """dwn-train with hydra.run.dir=DIR (the one way two runs can meet in one folder): hold DIR
-    before Hydra writes its files there, so a refused second run changes nothing of the first.
-    Under torchrun the trainer takes it (only it knows the strategy)."""
+    before Hydra writes its files there, so a refused second run changes nothing of the first,
+    and put back the first run's .hydra files when Hydra's rewrite of them belonged to a command
+    that was then refused (exit 2: a resume with other settings, a bad value), so the folder still
+    says how its run was trained. Under torchrun the trainer takes it (only it knows the strategy)."""
     given = [arg.split("=", 1)[1] for arg in argv if arg.startswith("hydra.run.dir=")]
     if not given or any(arg in ("-m", "--multirun") for arg in argv) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        return nullcontext()
+        yield
+        return
     from .rundir import own
 
-    return own(Path(given[-1]))
+    with own(Path(given[-1])) as run_dir:
+        hydra_dir = run_dir / ".hydra"
+        kept = {path: path.read_bytes() for path in hydra_dir.glob("*.yaml")} if hydra_dir.is_dir() else {}
+        try:
+            yield
+        except SystemExit as exc:
+            if exc.code == 2 and kept:
+                for path, content in kept.items():
+                    path.write_bytes(content)
+            raise
 
 
 def _entry(name: str, app) -> None:

@@ -8,6 +8,8 @@ Keys mirror the constructor arguments they feed.
 from __future__ import annotations
 
 import os
+import re
+import shlex
 from dataclasses import dataclass, field, fields
 from typing import List, Optional
 
@@ -219,38 +221,49 @@ RESUME_MAY_CHANGE = ("trainer.epochs", "trainer.threads", "trainer.resume", "tra
                      "dataset.test_path", "dataset.data_home")
 
 
-def _leaves(value, prefix: str = ""):
-    """(dotted key, value) of every scalar or list of scalars in a plain config."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _leaves(item, f"{prefix}{key}.")
-    elif isinstance(value, list) and value and all(isinstance(item, dict) for item in value):
-        for index, item in enumerate(value):
-            yield from _leaves(item, f"{prefix}{index}.")
-        yield f"{prefix}count", len(value)
+ABSENT = object()  # a key one of two configs does not have
+
+
+def _pairs(old, new, prefix: str = ""):
+    """(dotted key, old value, new value) over two plain configs, down to scalars, lists of
+    scalars, and lists of dicts of different lengths (compared whole: model.layers of another depth)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in [*old, *(k for k in new if k not in old)]:
+            yield from _pairs(old.get(key, ABSENT), new.get(key, ABSENT), f"{prefix}{key}.")
+    elif (isinstance(old, list) and isinstance(new, list) and len(old) == len(new)
+          and all(isinstance(item, dict) for item in old + new)):
+        for index, (a, b) in enumerate(zip(old, new)):
+            yield from _pairs(a, b, f"{prefix}{index}.")
     else:
-        yield prefix[:-1], value
+        yield prefix[:-1], old, new
 
 
 def override_text(value) -> str:
-    """A plain value as a Hydra command-line override writes it."""
+    """A plain value as a Hydra command-line override writes it (before shell quoting)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list):
         return "[" + ",".join(override_text(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{key}:{override_text(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, str) and not re.fullmatch(r"[\w./-]+", value):
+        return "'" + value.replace("'", "\\'") + "'"
     return str(value)
+
+
+def override(key: str, value) -> str:
+    """The command-line override that sets `key` to `value` (ABSENT: removes the key), shell-quoted."""
+    return shlex.quote(f"~{key}" if value is ABSENT else f"{key}={override_text(value)}")
 
 
 def changed_settings(trained: dict, today: dict, may_change=RESUME_MAY_CHANGE) -> list[tuple[str, object, object]]:
     """(key, trained value, today's value) of every setting that differs between a checkpoint's
     config (`trained`, already merged over today's defaults) and today's, leaving out the keys in
-    `may_change` and everything under them."""
+    `may_change` and everything under them; a key only one side has gets ABSENT on the other."""
     free = lambda key: any(key == k or key.startswith(k + ".") for k in may_change)
-    old, new = dict(_leaves(trained)), dict(_leaves(today))
-    keys = [k for k in old if k in new] + [k for k in new if k not in old]
-    return [(k, old.get(k), new.get(k)) for k in keys if not free(k) and old.get(k) != new.get(k)]
+    return [(key, old, new) for key, old, new in _pairs(trained, today) if not free(key) and old != new]
 
 
 def unknown_keys(cfg, schema, prefix: str = "") -> list[str]:

@@ -7,6 +7,7 @@ an uninterrupted one without replaying any random stream.
 
 from __future__ import annotations
 
+import os
 import shlex
 import signal
 import threading
@@ -82,17 +83,20 @@ def _resume_path(cfg, run_dir: Path):
 def _check_resumable(cfg, state: dict, resume: Path) -> None:
     """A resumed run continues the run it was: every setting that shapes the run (data, split,
     augmentation, encoding, model, optimizer, schedule, seed, batch size, monitor) must be as
-    trained; only config.RESUME_MAY_CHANGE may differ."""
-    from .config import changed_settings, override_text, stored_config
+    trained; only config.RESUME_MAY_CHANGE may differ (trainer.epochs not under a cosine
+    schedule, whose restored state keeps the length it was built for)."""
+    from .config import ABSENT, RESUME_MAY_CHANGE, changed_settings, override, override_text, stored_config
 
     trained = OmegaConf.to_container(stored_config(state["config"]), resolve=True)
-    changed = changed_settings(trained, OmegaConf.to_container(cfg, resolve=True))
+    free = RESUME_MAY_CHANGE if cfg.scheduler.kind != "cosine" else tuple(k for k in RESUME_MAY_CHANGE
+                                                                          if k != "trainer.epochs")
+    changed = changed_settings(trained, OmegaConf.to_container(cfg, resolve=True), free)
     if not changed:
         return
-    shown = ", ".join(f"{key}={override_text(old)} (today {override_text(new)})" for key, old, new in changed[:8])
+    text = lambda value: "(not set)" if value is ABSENT else override_text(value)
+    shown = ", ".join(f"{key}={text(old)} (today {text(new)})" for key, old, new in changed[:8])
     more = f" and {len(changed) - 8} more" if len(changed) > 8 else ""
-    fix = " ".join(f"{key}={override_text(old)}" for key, old, new in changed
-                   if old is not None and new is not None and not key.endswith(".count"))
+    fix = " ".join(override(key, old) for key, old, _ in changed)
     raise DWNError(f"checkpoint {str(resume)!r} was trained with {shown}{more}; a resumed run continues with the "
                    f"settings it was trained with: add `{fix}` to the command (or train with new settings in a "
                    "new run folder).")
@@ -193,7 +197,9 @@ def _interrupted(progress: dict, run_dir: Path, overrides=()) -> str:
         return f"interrupted at epoch {epoch}, step {step}, before any checkpoint was written; start the run again."
     saved_epoch, path = saved
     how = "trainer.resume=auto" if Path(path) == run_dir / "checkpoints" / "last.pt" else f"trainer.resume={path}"
-    command = " ".join(["dwn-train", *(shlex.quote(o) for o in overrides), how, f"hydra.run.dir={run_dir}"])
+    world, local = int(os.environ.get("WORLD_SIZE", "1")), os.environ.get("LOCAL_WORLD_SIZE")
+    launcher = "dwn-train" if world <= 1 else f"torchrun --nproc_per_node={local or world} -m dwn_train.cli"
+    command = " ".join([launcher, *(shlex.quote(o) for o in overrides), how, f"hydra.run.dir={run_dir}"])
     return (f"interrupted at epoch {epoch}, step {step}; the last checkpoint is epoch {saved_epoch} ({path}); "
             f"resume with `{command}`.")
 

@@ -153,27 +153,28 @@ def test_resuming_with_another_optimizer_is_refused(small_run, run_cli, tmp_path
                     f"hydra.run.dir={tmp_path}"), 2, "was trained with optimizer.kind=adam (today sgd)")
 
 
-def test_resuming_with_other_settings_names_them_and_how_to_continue(small_run, run_cli, tmp_path):
-    """A resume that forgot a job's overrides (seed, augmentation-like settings, schedule) would
-    silently continue another run: it is refused, naming each setting, and nothing is written."""
-    last = small_run / "checkpoints" / "last.pt"
-    before = last.read_bytes()
-    code, out, err = run_cli("train", *TINY, "trainer.epochs=3", "trainer.seed=5", "trainer.val_fraction=0.1",
-                             "model.head.tau=2", f"trainer.resume={last}", f"hydra.run.dir={tmp_path}")
-    _clean(code, out, err, 2, "trainer.seed=0 (today 5)")
+def test_resuming_with_other_settings_names_them_and_how_to_continue(run_cli, tmp_path):
+    """A resume that forgot a job's overrides (seed, split, head) would silently continue another
+    run: it is refused, naming each setting, nothing of the run changes (not even Hydra's record of
+    its settings), and the overrides it names make the same command resume."""
+    run = tmp_path / "run"
+    job = ["trainer.seed=5", "trainer.val_fraction=0.1", "model.head.tau=2"]
+    _clean(*run_cli("train", *TINY, *job, f"hydra.run.dir={run}"), 0, "dwn-train")
+    kept = {name: (run / name).read_bytes() for name in ("checkpoints/last.pt", ".hydra/config.yaml",
+                                                         ".hydra/overrides.yaml", "metrics.jsonl")}
+    code, out, err = run_cli("train", *TINY, "trainer.epochs=3", "trainer.resume=auto", f"hydra.run.dir={run}")
+    _clean(code, out, err, 2, "trainer.seed=5 (today 0)")
     said = next(line for line in (out + err).splitlines() if "error:" in line)
-    for words in ("trainer.val_fraction=0.0 (today 0.1)", "model.head.tau=3.3333333333333335 (today 2", "add `"):
+    for words in ("trainer.val_fraction=0.1 (today 0.0)", "model.head.tau=2.0 (today 3.3333333333333335)", "add `"):
         assert words in said, said
     assert "trainer.epochs" not in said  # training longer is what resuming is for
-    assert last.read_bytes() == before and not (tmp_path / "checkpoints").exists()
-    # the settings it names are the fix: with them the same command resumes
+    assert {name: (run / name).read_bytes() for name in kept} == kept
     fix = said.split("add `")[1].split("`")[0].split()
-    assert sorted(fix) == ["model.head.tau=3.3333333333333335", "trainer.seed=0", "trainer.val_fraction=0.0"], fix
-    code, out, err = run_cli("train", *TINY, "trainer.epochs=3", "trainer.seed=5", "trainer.val_fraction=0.1",
-                             "model.head.tau=2", *fix, f"trainer.resume={last}", f"hydra.run.dir={tmp_path}",
+    assert sorted(fix) == ["model.head.tau=2.0", "trainer.seed=5", "trainer.val_fraction=0.1"], fix
+    code, out, err = run_cli("train", *TINY, "trainer.epochs=3", *fix, "trainer.resume=auto", f"hydra.run.dir={run}",
                              "trainer.threads=1")
     assert code == 0, err
-    assert [json.loads(line)["epoch"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [3]
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
 def test_the_ctrl_c_advice_names_the_checkpoint_on_disk(tmp_path):

@@ -79,3 +79,27 @@ def test_recipe_aug_is_the_recipe_with_one_pixel_shifts(compose_cfg):
 def test_typos_and_wrong_types_fail_at_compose_time(override, compose_cfg):
     with pytest.raises((ConfigCompositionException, ConfigKeyError, ValidationError)):
         compose_cfg([override])
+
+
+@pytest.mark.parametrize("trained, today", [
+    # another seed and head, a null on one side, a list, a string with a space and a quote
+    (["trainer.seed=3", "model.head.tau=2", "model.layers.0.alpha=0.2", "scheduler=multistep",
+      "scheduler.milestones=[4,8]", "dataset=csv", "dataset.path=a.csv", "dataset.target='it\\'s a label'"],
+     ["dataset=csv", "dataset.path=a.csv", "dataset.target=label"]),
+    # a model of another depth: the layer list is compared, and set back, whole
+    (["model=breast_cancer_small"], ["model=digits_small"]),
+])
+def test_the_settings_a_refused_resume_names_are_the_fix(trained, today, compose_cfg):
+    """changed_settings lists what differs from a checkpoint's config, and override() writes each as
+    a command-line override (Hydra syntax, shell-quoted): today's command plus those overrides
+    composes to the trained settings."""
+    import shlex
+
+    from dwn_train.config import RESUME_MAY_CHANGE, changed_settings, override
+
+    plain = lambda overrides: OmegaConf.to_container(compose_cfg(overrides), resolve=True)
+    old = plain(trained)
+    changed = changed_settings(old, plain([*today, "trainer.threads=1", "trainer.epochs=99"]))
+    assert changed and not any(key.startswith(RESUME_MAY_CHANGE) for key, _, _ in changed)
+    fix = shlex.split(" ".join(override(key, value) for key, value, _ in changed))
+    assert changed_settings(old, plain([*today, *fix])) == []

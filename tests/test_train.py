@@ -218,3 +218,19 @@ def test_ctrl_c_during_the_last_epochs_evaluation_still_interrupts(compose_cfg, 
     with pytest.raises(Interrupted, match="the last checkpoint is epoch 1"):
         train(compose_cfg([*SMALL, "trainer.epochs=1"]), tmp_path)
     assert signal.getsignal(signal.SIGINT) is before  # the run's handler is removed again
+
+
+def test_more_epochs_resume_a_step_schedule_but_not_a_cosine_one(tmp_path):
+    """A cosine schedule's restored state keeps the length it was built for (its learning rate
+    would climb again after it): trainer.epochs may only grow on resume under other schedules."""
+    from omegaconf import OmegaConf
+
+    for schedule, refused in (("scheduler=step", False), ("scheduler=cosine", True)):
+        trained = {"config": OmegaConf.to_container(compose([*SMALL, schedule, "trainer.epochs=4"]), resolve=True)}
+        training._check_resumable(compose([*SMALL, schedule, "trainer.epochs=4", "trainer.threads=1"]), trained, tmp_path)
+        longer = compose([*SMALL, schedule, "trainer.epochs=8"])
+        if refused:
+            with pytest.raises(DWNError, match=r"trainer.epochs=4 \(today 8\)"):
+                training._check_resumable(longer, trained, tmp_path)
+        else:
+            training._check_resumable(longer, trained, tmp_path)
