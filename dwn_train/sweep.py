@@ -3,8 +3,9 @@ summary.csv, summary.md, curves.png in the sweep folder, and a table), then one 
 jobs that failed, and a non-zero exit status when any did. Registered as a Hydra callback in conf/hydra/default.yaml, so it runs
 in the launching process with every launcher (basic, joblib, submitit).
 
-A job that fails with a user or run error leaves `failed.json` (exit_code, error) in its folder
-(dwn_train/cli.py); the other jobs run on.
+A job that fails (a user or run error, or a fault of ours) leaves `failed.json` (exit_code, error)
+in its folder (dwn_train/cli.py); the other jobs run on. Only this sweep's jobs are summarised: those
+whose Hydra files are newer than the STARTED marker written when the sweep began.
 """
 
 from __future__ import annotations
@@ -14,25 +15,47 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+# written into the sweep folder when a sweep starts: the jobs of this sweep are the job folders
+# whose Hydra files are newer (a sweep folder reused by another sweep keeps that one's jobs too)
+STARTED = ".sweep_started"
+
 
 class SweepReport(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         from . import cli
 
         cli._started = True  # from here on an exit status is ours, not a composition error's
+        sweep_dir = Path(config.hydra.sweep.dir)
+        try:
+            sweep_dir.mkdir(parents=True, exist_ok=True)
+            (sweep_dir / STARTED).write_text("")
+        except OSError:
+            pass  # the launcher will say why the folder cannot be made
 
     def on_multirun_end(self, config, **kwargs) -> None:
         from .report import collect, report
 
         sweep_dir = Path(config.hydra.sweep.dir)
         jobs = collect([sweep_dir]) if sweep_dir.is_dir() else []
+        started = sweep_dir / STARTED
+        if started.is_file():  # only this sweep's jobs (same file system clock as the marker)
+            since = started.stat().st_mtime
+            jobs = [job for job in jobs if _written(job.folder) >= since]
         if not jobs:
             return
         _, failed = report(jobs, sweep_dir, f"sweep summary ({sweep_dir})")  # summary files, a table
         if not failed:
             return
-        count = sum(1 for path in sweep_dir.iterdir() if (path / ".hydra").is_dir())
+        count = len(jobs)
         details = "; ".join(f"job {job.folder.name}: {job.failed}" for job in failed)
         app = config.hydra.help.app_name  # dwn-train, dwn-eval or dwn-export
         print(f"{app}: {len(failed)} of {count} sweep jobs failed ({sweep_dir}): {details}", file=sys.stderr)
         sys.exit(max(job.exit_code for job in failed))
+
+
+def _written(folder: Path) -> float:
+    """When Hydra last wrote the job's files (0 without them)."""
+    try:
+        return (folder / ".hydra" / "config.yaml").stat().st_mtime
+    except OSError:
+        return 0.0

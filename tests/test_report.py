@@ -137,3 +137,14 @@ def test_a_fault_inside_one_sweep_job_is_recorded_and_the_sweep_goes_on(run_cli,
     assert json.loads((tmp_path / "1" / "failed.json").read_text())["exit_code"] == 1
     with (tmp_path / "summary.csv").open() as handle:
         assert [row["n"] for row in csv.DictReader(handle)] == ["1"]
+
+
+def test_a_sweep_folder_used_again_summarises_only_the_new_sweep(run_cli, tmp_path):
+    tiny = [*SMALL, "trainer.threads=1", "model.layers.0.out_features=60", "model.layers.1.out_features=30",
+            "trainer.epochs=1", f"hydra.sweep.dir={tmp_path}"]
+    assert run_cli("train", "-m", *tiny, "trainer.seed=0,1")[0] == 0
+    code, _, err = run_cli("train", "-m", *tiny, "trainer.seed=2")  # job 0 again; job 1 is the old sweep's
+    assert code == 0, err
+    with (tmp_path / "summary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["n"], row["jobs"]) for row in rows] == [("1", str(tmp_path / "0"))]
