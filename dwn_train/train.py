@@ -90,7 +90,10 @@ def _check_resumable(cfg, state: dict, resume: Path) -> None:
     trained = OmegaConf.to_container(stored_config(state["config"]), resolve=True)
     free = RESUME_MAY_CHANGE if cfg.scheduler.kind != "cosine" else tuple(k for k in RESUME_MAY_CHANGE
                                                                           if k != "trainer.epochs")
-    changed = changed_settings(trained, OmegaConf.to_container(cfg, resolve=True), free)
+    # the monitor is compared as the metric it names (auto is val_acc or train_acc)
+    changed = changed_settings(trained, OmegaConf.to_container(cfg, resolve=True), (*free, "trainer.checkpoint.monitor"))
+    if state.get("monitor") not in (None, monitor_key(cfg.trainer)):
+        changed.append(("trainer.checkpoint.monitor", state["monitor"], monitor_key(cfg.trainer)))
     if not changed:
         return
     text = lambda value: "(not set)" if value is ABSENT else override_text(value)

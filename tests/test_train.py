@@ -234,3 +234,15 @@ def test_more_epochs_resume_a_step_schedule_but_not_a_cosine_one(tmp_path):
                 training._check_resumable(longer, trained, tmp_path)
         else:
             training._check_resumable(longer, trained, tmp_path)
+
+
+def test_the_monitor_is_compared_as_the_metric_it_names_on_resume(tmp_path):
+    from omegaconf import OmegaConf
+
+    trained = {"config": OmegaConf.to_container(compose([*SMALL, "trainer.val_fraction=0.1"]), resolve=True),
+               "monitor": "val_acc"}  # auto, with a validation split
+    training._check_resumable(compose([*SMALL, "trainer.val_fraction=0.1", "trainer.checkpoint.monitor=val_acc"]),
+                              trained, tmp_path)
+    with pytest.raises(DWNError, match=r"trainer.checkpoint.monitor=val_acc \(today train_loss\)"):
+        training._check_resumable(compose([*SMALL, "trainer.val_fraction=0.1", "trainer.checkpoint.monitor=train_loss"]),
+                                  trained, tmp_path)
