@@ -93,13 +93,13 @@ def collect(paths) -> list[Job]:
     for path in map(Path, paths):
         if add(path):
             continue
-        for child in sorted(path.iterdir() if path.is_dir() else [], key=_job_order):
+        for child in sorted(path.iterdir() if path.is_dir() else [], key=job_order):
             if child.is_dir():
                 add(child)
     return jobs
 
 
-def _job_order(path: Path):
+def job_order(path: Path):
     return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
 
 

@@ -33,23 +33,23 @@ class SweepReport(Callback):
             pass  # the launcher will say why the folder cannot be made
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        from .report import collect, report
+        from .report import job_order, collect, report, summarise
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        jobs = collect([sweep_dir]) if sweep_dir.is_dir() else []
         started = sweep_dir / STARTED
-        if started.is_file():  # only this sweep's jobs (same file system clock as the marker)
-            since = started.stat().st_mtime
-            jobs = [job for job in jobs if _written(job.folder) >= since]
-        if not jobs:
-            return
-        _, failed = report(jobs, sweep_dir, f"sweep summary ({sweep_dir})")  # summary files, a table
+        since = started.stat().st_mtime if started.is_file() else 0.0  # same file system clock as the jobs'
+        folders = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir() and _written(p) >= since),
+                         key=job_order) if sweep_dir.is_dir() else []
+        jobs = collect(folders)
+        app = config.hydra.help.app_name  # dwn-train, dwn-eval or dwn-export
+        if app == "dwn-train" and jobs:  # summary files and a table of the training runs
+            _, failed = report(jobs, sweep_dir, f"sweep summary ({sweep_dir})")
+        else:  # evaluations and exports have no training curves to pool
+            failed = summarise(jobs)[1]
         if not failed:
             return
-        count = len(jobs)
         details = "; ".join(f"job {job.folder.name}: {job.failed}" for job in failed)
-        app = config.hydra.help.app_name  # dwn-train, dwn-eval or dwn-export
-        print(f"{app}: {len(failed)} of {count} sweep jobs failed ({sweep_dir}): {details}", file=sys.stderr)
+        print(f"{app}: {len(failed)} of {len(folders)} sweep jobs failed ({sweep_dir}): {details}", file=sys.stderr)
         sys.exit(max(job.exit_code for job in failed))
 
 

@@ -319,3 +319,12 @@ def test_tables_off_a_terminal_keep_long_paths_whole(tmp_path):
     result = subprocess.run(_train_cmd("trainer.epochs=1", f"hydra.run.dir={run}"), env=ENV, capture_output=True,
                             text=True, check=True)
     assert str(run) in result.stdout and "…" not in result.stdout
+
+
+def test_an_eval_sweep_counts_its_jobs_and_writes_no_training_summary(small_run, run_cli, tmp_path):
+    good = small_run / "checkpoints" / "last.pt"
+    code, out, err = run_cli("eval", "-m", f"checkpoint={good},{tmp_path / 'missing.pt'}",
+                             f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert code == 2 and "1 of 2 sweep jobs failed" in err and "job 1:" in err, err
+    assert "Traceback" not in out + err
+    assert not (tmp_path / "sweep" / "summary.csv").exists()  # no training curves to pool
