@@ -90,9 +90,11 @@ def _check_resumable(cfg, state: dict, resume: Path) -> None:
     trained = OmegaConf.to_container(stored_config(state["config"]), resolve=True)
     free = RESUME_MAY_CHANGE if cfg.scheduler.kind != "cosine" else tuple(k for k in RESUME_MAY_CHANGE
                                                                           if k != "trainer.epochs")
-    # the monitor is compared as the metric it names (auto is val_acc or train_acc)
+    # the monitor is compared as the metric it names (auto is val_acc or train_acc, as val_fraction says: when
+    # both are auto, a difference is val_fraction's, which is named itself)
     changed = changed_settings(trained, OmegaConf.to_container(cfg, resolve=True), (*free, "trainer.checkpoint.monitor"))
-    if state.get("monitor") not in (None, monitor_key(cfg.trainer)):
+    both_auto = trained["trainer"]["checkpoint"]["monitor"] == cfg.trainer.checkpoint.monitor == "auto"
+    if state.get("monitor") not in (None, monitor_key(cfg.trainer)) and not both_auto:
         changed.append(("trainer.checkpoint.monitor", state["monitor"], monitor_key(cfg.trainer)))
     if not changed:
         return
