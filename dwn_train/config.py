@@ -248,7 +248,8 @@ def override_text(value) -> str:
         return "[" + ",".join(override_text(item) for item in value) + "]"
     if isinstance(value, dict):
         return "{" + ",".join(f"{key}:{override_text(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, str) and not re.fullmatch(r"[\w./-]+", value):
+    if isinstance(value, str) and (not re.fullmatch(r"[A-Za-z_][\w./-]*", value)
+                                   or value.lower() in ("true", "false", "null", "inf", "nan")):  # else not a string
         return "'" + value.replace("'", "\\'") + "'"
     return str(value)
 

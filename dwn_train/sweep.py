@@ -38,8 +38,8 @@ class SweepReport(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         started = sweep_dir / STARTED
         since = started.stat().st_mtime if started.is_file() else 0.0  # same file system clock as the jobs'
-        folders = sorted((p for p in sweep_dir.iterdir() if (p / ".hydra").is_dir() and _written(p) >= since),
-                         key=job_order) if sweep_dir.is_dir() else []
+        folders = sorted((p for p in sweep_dir.iterdir() if _this_sweeps(p, since)), key=job_order) \
+            if sweep_dir.is_dir() else []
         jobs = collect(folders)
         app = config.hydra.help.app_name  # dwn-train, dwn-eval or dwn-export
         if app == "dwn-train" and jobs:  # summary files and a table of the training runs
@@ -53,9 +53,13 @@ class SweepReport(Callback):
         sys.exit(max(job.exit_code for job in failed))
 
 
-def _written(folder: Path) -> float:
-    """When Hydra last wrote the job's files (0 without them)."""
+def _this_sweeps(folder: Path, since: float) -> bool:
+    """A job folder (Hydra's files, metrics or a failure record) written since the sweep began; one
+    without Hydra's config (hydra.output_subdir=null) cannot say when, and is kept."""
+    if not folder.is_dir() or not any((folder / name).exists() for name in (".hydra", "metrics.jsonl", "failed.json")):
+        return False
+    config = folder / ".hydra" / "config.yaml"
     try:
-        return (folder / ".hydra" / "config.yaml").stat().st_mtime
+        return not config.is_file() or config.stat().st_mtime >= since
     except OSError:
-        return 0.0
+        return True

@@ -88,8 +88,8 @@ def _check_resumable(cfg, state: dict, resume: Path) -> None:
     from .config import ABSENT, RESUME_MAY_CHANGE, changed_settings, override, override_text, stored_config
 
     trained = OmegaConf.to_container(stored_config(state["config"]), resolve=True)
-    free = RESUME_MAY_CHANGE if cfg.scheduler.kind != "cosine" else tuple(k for k in RESUME_MAY_CHANGE
-                                                                          if k != "trainer.epochs")
+    cosine = "cosine" in (trained["scheduler"]["kind"], cfg.scheduler.kind)
+    free = tuple(k for k in RESUME_MAY_CHANGE if not (cosine and k == "trainer.epochs"))
     # the monitor is compared as the metric it names (auto is val_acc or train_acc, as val_fraction says: when
     # both are auto, a difference is val_fraction's, which is named itself)
     changed = changed_settings(trained, OmegaConf.to_container(cfg, resolve=True), (*free, "trainer.checkpoint.monitor"))

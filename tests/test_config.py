@@ -88,6 +88,8 @@ def test_typos_and_wrong_types_fail_at_compose_time(override, compose_cfg):
      ["dataset=csv", "dataset.path=a.csv", "dataset.target=label"]),
     # a model of another depth: the layer list is compared, and set back, whole
     (["model=breast_cancer_small"], ["model=digits_small"]),
+    # strings Hydra would read as a number or a bool unless quoted
+    (["dataset=csv", "dataset.path=1e-3", "dataset.target='true'"], ["dataset=csv", "dataset.path=a", "dataset.target=t"]),
 ])
 def test_the_settings_a_refused_resume_names_are_the_fix(trained, today, compose_cfg):
     """changed_settings lists what differs from a checkpoint's config, and override() writes each as

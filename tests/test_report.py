@@ -148,3 +148,12 @@ def test_a_sweep_folder_used_again_summarises_only_the_new_sweep(run_cli, tmp_pa
     with (tmp_path / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     assert [(row["n"], row["jobs"]) for row in rows] == [("1", str(tmp_path / "0"))]
+
+
+def test_a_sweep_without_hydra_files_in_its_jobs_is_still_summarised(run_cli, tmp_path):
+    code, _, err = run_cli("train", "-m", *SMALL, "trainer.threads=1", "model.layers.0.out_features=60",
+                           "model.layers.1.out_features=30", "trainer.epochs=1", "trainer.seed=0,1",
+                           "hydra.output_subdir=null", f"hydra.sweep.dir={tmp_path}")
+    assert code == 0, err
+    with (tmp_path / "summary.csv").open() as handle:
+        assert [row["n"] for row in csv.DictReader(handle)] == ["2"]

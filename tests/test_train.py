@@ -234,6 +234,11 @@ def test_more_epochs_resume_a_step_schedule_but_not_a_cosine_one(tmp_path):
                 training._check_resumable(longer, trained, tmp_path)
         else:
             training._check_resumable(longer, trained, tmp_path)
+    # trained with cosine, resumed under another schedule: both named at once
+    trained = {"config": OmegaConf.to_container(compose([*SMALL, "scheduler=cosine", "trainer.epochs=4"]), resolve=True)}
+    with pytest.raises(DWNError, match=r"scheduler.kind=cosine \(today step\).*trainer.epochs=4 \(today 8\)|"
+                                       r"trainer.epochs=4 \(today 8\).*scheduler.kind=cosine \(today step\)"):
+        training._check_resumable(compose([*SMALL, "scheduler=step", "trainer.epochs=8"]), trained, tmp_path)
 
 
 def test_the_monitor_is_compared_as_the_metric_it_names_on_resume(tmp_path):
