@@ -5,7 +5,8 @@ learned (NOT_SETTINGS: the seed, threads, resuming, where the data lives, hydra.
 For each, over its seeds: the final test accuracy (mean, sd, min, max), the test accuracy at the
 epoch of best validation accuracy when the runs held out a validation split (the honest choice:
 selected on validation only), that epoch, and the seconds per epoch. Failed jobs, and jobs whose
-last row is short of their trainer.epochs (killed, or still running), are listed, not averaged. Used at the end of every sweep (dwn_train/sweep.py) and by `dwn-report PATH...`.
+last row is short of their trainer.epochs (killed, or still running), are listed, not averaged.
+Used at the end of every sweep (dwn_train/sweep.py) and by `dwn-report PATH...`.
 
     dwn-report outputs/train-multirun/<time> [more run or sweep folders] [--out DIR]
 """

@@ -33,7 +33,7 @@ class SweepReport(Callback):
             pass  # the launcher will say why the folder cannot be made
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        from .report import job_order, collect, report, summarise
+        from .report import collect, job_order, report
 
         sweep_dir = Path(config.hydra.sweep.dir)
         started = sweep_dir / STARTED
@@ -45,7 +45,7 @@ class SweepReport(Callback):
         if app == "dwn-train" and jobs:  # summary files and a table of the training runs
             _, failed = report(jobs, sweep_dir, f"sweep summary ({sweep_dir})")
         else:  # evaluations and exports have no training curves to pool
-            failed = summarise(jobs)[1]
+            failed = [job for job in jobs if job.failed is not None]
         if not failed:
             return
         details = "; ".join(f"job {job.folder.name}: {job.failed}" for job in failed)

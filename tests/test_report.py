@@ -9,6 +9,10 @@ import pytest
 from dwn_train.report import collect, main, summarise
 from conftest import SMALL
 
+# a digits model small enough for a sweep of one-epoch jobs in seconds
+TINY = [*SMALL, "trainer.threads=1", "model.layers.0.out_features=60", "model.layers.1.out_features=30",
+        "trainer.epochs=1"]
+
 
 def _job(folder, overrides, test_accs, val_accs=None, failed=None, epochs=None):
     (folder / ".hydra").mkdir(parents=True)
@@ -85,9 +89,8 @@ def test_dwn_report_refuses_a_missing_folder(tmp_path, capsys):
 @pytest.mark.slow
 def test_every_sweep_ends_with_a_summary_even_with_a_failed_job(tmp_path):
     sweep = tmp_path / "sweep"
-    result = subprocess.run(["dwn-train", "-m", *SMALL, "trainer.threads=1", "model.layers.0.out_features=60",
-                             "model.layers.1.out_features=30", "trainer.epochs=1", "trainer.seed=0,1",
-                             "model.layers.1.n=0,4", f"hydra.sweep.dir={sweep}"], capture_output=True, text=True)
+    result = subprocess.run(["dwn-train", "-m", *TINY, "trainer.seed=0,1", "model.layers.1.n=0,4",
+                             f"hydra.sweep.dir={sweep}"], capture_output=True, text=True)
     assert result.returncode == 2 and "2 of 4 sweep jobs failed" in result.stderr
     with (sweep / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -127,9 +130,7 @@ def test_a_fault_inside_one_sweep_job_is_recorded_and_the_sweep_goes_on(run_cli,
         return real(cfg, run_dir)
 
     monkeypatch.setattr(training, "train", faulty)
-    code, out, err = run_cli("train", "-m", *SMALL, "trainer.threads=1", "model.layers.0.out_features=60",
-                             "model.layers.1.out_features=30", "trainer.epochs=1", "trainer.seed=0,1",
-                             f"hydra.sweep.dir={tmp_path}")
+    code, out, err = run_cli("train", "-m", *TINY, "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path}")
     assert code == 1 and "1 of 2 sweep jobs failed" in err, (code, err)
     assert "internal error (RuntimeError: CUDA error: an illegal memory access was encountered)" in err
     assert "Traceback" not in out + err
@@ -140,10 +141,9 @@ def test_a_fault_inside_one_sweep_job_is_recorded_and_the_sweep_goes_on(run_cli,
 
 
 def test_a_sweep_folder_used_again_summarises_only_the_new_sweep(run_cli, tmp_path):
-    tiny = [*SMALL, "trainer.threads=1", "model.layers.0.out_features=60", "model.layers.1.out_features=30",
-            "trainer.epochs=1", f"hydra.sweep.dir={tmp_path}"]
-    assert run_cli("train", "-m", *tiny, "trainer.seed=0,1")[0] == 0
-    code, _, err = run_cli("train", "-m", *tiny, "trainer.seed=2")  # job 0 again; job 1 is the old sweep's
+    assert run_cli("train", "-m", *TINY, "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path}")[0] == 0
+    # job 0 again; job 1 is the old sweep's
+    code, _, err = run_cli("train", "-m", *TINY, "trainer.seed=2", f"hydra.sweep.dir={tmp_path}")
     assert code == 0, err
     with (tmp_path / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -151,9 +151,8 @@ def test_a_sweep_folder_used_again_summarises_only_the_new_sweep(run_cli, tmp_pa
 
 
 def test_a_sweep_without_hydra_files_in_its_jobs_is_still_summarised(run_cli, tmp_path):
-    code, _, err = run_cli("train", "-m", *SMALL, "trainer.threads=1", "model.layers.0.out_features=60",
-                           "model.layers.1.out_features=30", "trainer.epochs=1", "trainer.seed=0,1",
-                           "hydra.output_subdir=null", f"hydra.sweep.dir={tmp_path}")
+    code, _, err = run_cli("train", "-m", *TINY, "trainer.seed=0,1", "hydra.output_subdir=null",
+                           f"hydra.sweep.dir={tmp_path}")
     assert code == 0, err
     with (tmp_path / "summary.csv").open() as handle:
         assert [row["n"] for row in csv.DictReader(handle)] == ["2"]
