@@ -41,6 +41,11 @@ def _run(name: str, schema, work, cfg):
     run_dir = Path(hydra_cfg.runtime.output_dir)
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
     (run_dir / "failed.json").unlink(missing_ok=True)  # a job run again in its folder starts clean
+    if sweep:
+        from .sweep import join
+
+        sweep_dir = Path(hydra_cfg.sweep.dir)  # as the launching process named it, from its working directory
+        join(sweep_dir if sweep_dir.is_absolute() else Path(hydra_cfg.runtime.cwd) / sweep_dir, run_dir)
     try:
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:

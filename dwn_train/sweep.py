@@ -4,20 +4,24 @@ jobs that failed, and a non-zero exit status when any did. Registered as a Hydra
 in the launching process with every launcher (basic, joblib, submitit).
 
 A job that fails (a user or run error, or a fault of ours) leaves `failed.json` (exit_code, error)
-in its folder (dwn_train/cli.py); the other jobs run on. Only this sweep's jobs are summarised: those
-whose Hydra files are newer than the STARTED marker written when the sweep began.
+in its folder (dwn_train/cli.py); the other jobs run on. Only this sweep's jobs are summarised: the
+STARTED marker written into the sweep folder when the sweep begins holds a random id, which every job
+copies into its own folder (JOINED) as it starts; a job folder belongs to this sweep when the two
+match. No clocks are compared, so a cluster file system's skew or coarse timestamps cannot misjudge.
 """
 
 from __future__ import annotations
 
 import sys
+import uuid
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-# written into the sweep folder when a sweep starts: the jobs of this sweep are the job folders
-# whose Hydra files are newer (a sweep folder reused by another sweep keeps that one's jobs too)
+# written into the sweep folder when a sweep starts, holding the sweep's id; each job writes the id
+# into JOINED in its folder (a sweep folder reused by another sweep keeps that one's jobs too)
 STARTED = ".sweep_started"
+JOINED = ".sweep_id"
 
 
 class SweepReport(Callback):
@@ -28,7 +32,7 @@ class SweepReport(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         try:
             sweep_dir.mkdir(parents=True, exist_ok=True)
-            (sweep_dir / STARTED).write_text("")
+            (sweep_dir / STARTED).write_text(uuid.uuid4().hex + "\n")
         except OSError:
             pass  # the launcher will say why the folder cannot be made
 
@@ -36,9 +40,8 @@ class SweepReport(Callback):
         from .report import collect, job_order, report
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        started = sweep_dir / STARTED
-        since = started.stat().st_mtime if started.is_file() else 0.0  # same file system clock as the jobs'
-        folders = sorted((p for p in sweep_dir.iterdir() if _this_sweeps(p, since)), key=job_order) \
+        sweep_id = _read(sweep_dir / STARTED)
+        folders = sorted((p for p in sweep_dir.iterdir() if _this_sweeps(p, sweep_id)), key=job_order) \
             if sweep_dir.is_dir() else []
         jobs = collect(folders)
         app = config.hydra.help.app_name  # dwn-train, dwn-eval or dwn-export
@@ -53,13 +56,26 @@ class SweepReport(Callback):
         sys.exit(max(job.exit_code for job in failed))
 
 
-def _this_sweeps(folder: Path, since: float) -> bool:
-    """A job folder (Hydra's files, metrics or a failure record) written since the sweep began; one
-    without Hydra's config (hydra.output_subdir=null) cannot say when, and is kept."""
+def join(sweep_dir: Path, job_dir: Path) -> None:
+    """Mark `job_dir` as a job of the sweep now running in `sweep_dir` (called as each job starts)."""
+    sweep_id = _read(sweep_dir / STARTED)
+    if sweep_id:
+        try:
+            (job_dir / JOINED).write_text(sweep_id + "\n")
+        except OSError:
+            pass  # an unwritable job folder fails the job itself, which says why
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _this_sweeps(folder: Path, sweep_id: str) -> bool:
+    """A job folder (Hydra's files, metrics or a failure record) that joined this sweep; without a
+    sweep id (the marker could not be written or read) every job folder is kept."""
     if not folder.is_dir() or not any((folder / name).exists() for name in (".hydra", "metrics.jsonl", "failed.json")):
         return False
-    config = folder / ".hydra" / "config.yaml"
-    try:
-        return not config.is_file() or config.stat().st_mtime >= since
-    except OSError:
-        return True
+    return not sweep_id or _read(folder / JOINED) == sweep_id

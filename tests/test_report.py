@@ -2,7 +2,9 @@
 
 import csv
 import json
+import os
 import subprocess
+import time
 
 import pytest
 
@@ -142,6 +144,11 @@ def test_a_fault_inside_one_sweep_job_is_recorded_and_the_sweep_goes_on(run_cli,
 
 def test_a_sweep_folder_used_again_summarises_only_the_new_sweep(run_cli, tmp_path):
     assert run_cli("train", "-m", *TINY, "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path}")[0] == 0
+    # a skewed clock (a cluster file system) dates the old sweep's job 1 a day ahead: membership is
+    # the sweep's id in each job folder, not file times
+    ahead = time.time() + 86400
+    for path in (tmp_path / "1").rglob("*"):
+        os.utime(path, (ahead, ahead))
     # job 0 again; job 1 is the old sweep's
     code, _, err = run_cli("train", "-m", *TINY, "trainer.seed=2", f"hydra.sweep.dir={tmp_path}")
     assert code == 0, err
