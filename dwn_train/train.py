@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shlex
 import signal
+import sys
 import threading
 import time
 from contextlib import contextmanager, nullcontext
@@ -184,7 +185,7 @@ def _train(cfg, run_dir: Path, ctx) -> float:
                     progress["saved"] = (epoch, run_dir / "checkpoints" / "last.pt")
             _stop_if_asked(progress)  # Ctrl-C during the last evaluation or checkpoint
     except KeyboardInterrupt:  # Ctrl-C anywhere in the loop: say where, and how to go on
-        raise Interrupted(_interrupted(progress, run_dir, _run_overrides())) from None
+        raise Interrupted(_interrupted(progress, run_dir, _resume_words())) from None
     if not ctx.main:
         return float("nan")
     if t.plot and log.rows:
@@ -196,29 +197,52 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     return float(best) if best is not None else float("nan")
 
 
-def _interrupted(progress: dict, run_dir: Path, overrides=()) -> str:
+def _interrupted(progress: dict, run_dir: Path, words=()) -> str:
+    """The Ctrl-C message: where the run stopped and the command that resumes it (`words`: the
+    run's own command-line flags and settings, _resume_words())."""
     epoch, step, saved = progress["epoch"], progress["step"], progress["saved"]
     if saved is None:
         return f"interrupted at epoch {epoch}, step {step}, before any checkpoint was written; start the run again."
     saved_epoch, path = saved
     how = "trainer.resume=auto" if Path(path) == run_dir / "checkpoints" / "last.pt" else f"trainer.resume={path}"
-    world, local = int(os.environ.get("WORLD_SIZE", "1")), os.environ.get("LOCAL_WORLD_SIZE")
-    launcher = "dwn-train" if world <= 1 else f"torchrun --nproc_per_node={local or world} -m dwn_train.cli"
-    command = " ".join([launcher, *(shlex.quote(o) for o in overrides), how, f"hydra.run.dir={run_dir}"])
+    world, local = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_WORLD_SIZE") or 0) or None
+    nodes = world // local if local and world > local else 1
+    if world <= 1:
+        launcher = ["dwn-train"]
+    else:
+        launcher = ["torchrun", *([f"--nnodes={nodes}"] if nodes > 1 else []), f"--nproc_per_node={local or world}",
+                    "-m", "dwn_train.cli"]
+    command = " ".join(launcher + [shlex.quote(w) for w in (*words, how, f"hydra.run.dir={run_dir}")])
+    where = f" on each of the {nodes} nodes, with the rendezvous flags it was started with" if nodes > 1 else ""
     return (f"interrupted at epoch {epoch}, step {step}; the last checkpoint is epoch {saved_epoch} ({path}); "
-            f"resume with `{command}`.")
+            f"resume with `{command}`{where}.")
 
 
-def _run_overrides() -> list[str]:
-    """This run's command-line settings (Hydra's task overrides; none when train() is called
-    without Hydra), less trainer.resume, which the resume command sets itself."""
+# Hydra's flags that choose the configuration itself: a resume must repeat them
+_CONFIG_FLAGS = ("--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd")
+
+
+def _resume_words() -> list[str]:
+    """This run's command-line words that a resume repeats: Hydra's configuration flags and its task
+    overrides (none when train() is called without Hydra), less trainer.resume, which the resume
+    command sets itself."""
     try:
         from hydra.core.hydra_config import HydraConfig
     except ImportError:
         return []
     if not HydraConfig.initialized():
         return []
-    return [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("trainer.resume=")]
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.lstrip("+~").startswith("trainer.resume=")]
+    return _config_flags(sys.argv[1:]) + overrides
+
+
+def _config_flags(argv: list[str]) -> list[str]:
+    """Hydra's flags in `argv` that choose the configuration itself (--config-name x, -cd=dir, ...)."""
+    flags = []
+    for i, word in enumerate(argv):
+        if word.split("=", 1)[0] in _CONFIG_FLAGS:
+            flags += [word] if "=" in word else argv[i:i + 2]
+    return flags
 
 
 @contextmanager

@@ -3,6 +3,7 @@ exit status and message of user errors."""
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -188,6 +189,26 @@ def test_the_ctrl_c_advice_names_the_checkpoint_on_disk(tmp_path):
                         ["trainer.seed=1", "scheduler.milestones=[24,48]"])
     # the run's own settings are part of the command (a resume without them is refused), quoted for the shell
     assert f"`dwn-train trainer.seed=1 'scheduler.milestones=[24,48]' trainer.resume=auto hydra.run.dir={run}`" in here
+
+
+def test_the_ctrl_c_advice_is_a_command_the_shell_reads_back(tmp_path, monkeypatch):
+    from dwn_train.train import _config_flags, _interrupted
+
+    run = tmp_path / "my runs" / "a"
+    said = _interrupted({"epoch": 2, "step": 9, "saved": (2, run / "checkpoints" / "last.pt")}, run,
+                        ["--config-name", "my train", "trainer.seed=1"])
+    command = said.split("resume with `")[1].split("`")[0]
+    assert shlex.split(command) == ["dwn-train", "--config-name", "my train", "trainer.seed=1", "trainer.resume=auto",
+                                    f"hydra.run.dir={run}"]
+    # the flags that choose the configuration are kept, in both spellings; settings and the rest are not flags
+    assert _config_flags(["-cn", "mine", "--config-dir=conf x", "trainer.seed=1", "--multirun"]) == \
+        ["-cn", "mine", "--config-dir=conf x"]
+    # two nodes of four ranks: torchrun is told both, and that every node runs it
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    said = _interrupted({"epoch": 2, "step": 9, "saved": (2, run / "checkpoints" / "last.pt")}, run)
+    assert "`torchrun --nnodes=2 --nproc_per_node=4 -m dwn_train.cli trainer.resume=auto " in said
+    assert said.endswith("on each of the 2 nodes, with the rendezvous flags it was started with.")
 
 
 def test_a_job_run_again_in_its_folder_forgets_its_old_failure(run_cli, tmp_path):
