@@ -161,13 +161,14 @@ def _early_lock(argv: list[str]):
     """dwn-train with hydra.run.dir=DIR (the one way two runs can meet in one folder): hold DIR
     before Hydra writes its files there, so a refused second run changes nothing of the first,
     and put back the first run's .hydra files when Hydra's rewrite of them belonged to a command
-    that was then refused (exit 2: a resume with other settings, a bad value), so the folder still
-    says how its run was trained. Under torchrun the trainer takes it (only it knows the strategy)."""
+    that was then refused (exit 2: a resume with other settings, a bad value) before it began
+    rewriting the folder's records (rundir.begin), so the folder still says how its run was trained.
+    Under torchrun the trainer takes it (only it knows the strategy)."""
     given = [arg.split("=", 1)[1] for arg in argv if arg.startswith("hydra.run.dir=")]
     if not given or any(arg in ("-m", "--multirun") for arg in argv) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         yield
         return
-    from .rundir import own
+    from .rundir import begun, own
 
     with own(Path(given[-1])) as run_dir:
         hydra_dir = run_dir / ".hydra"
@@ -175,7 +176,7 @@ def _early_lock(argv: list[str]):
         try:
             yield
         except SystemExit as exc:
-            if exc.code == 2 and kept:
+            if exc.code == 2 and kept and not begun(run_dir):
                 for path, content in kept.items():
                     path.write_bytes(content)
             raise

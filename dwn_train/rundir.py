@@ -5,7 +5,10 @@ its files when the folder is named on the command line) and before any data is l
 the folder, proves it writable,
 takes an exclusive lock (`.lock`, fcntl.flock: the OS releases it when the process dies, so a
 SIGKILL never leaves a stale lock), refuses a second live run in the same folder, and removes the
-temporary files a killed checkpoint write left behind.
+temporary files a killed checkpoint write left behind. `begin(run_dir)` marks the moment the run
+starts rewriting the folder's own records (metrics; checkpoints follow): from then on the folder is
+this run's, and `begun(run_dir)` says so to dwn-train, which otherwise puts back the earlier run's
+.hydra files when this command is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +21,16 @@ from pathlib import Path
 from .errors import DWNError, RunError, os_reason
 
 _HELD: set = set()  # the run folders this process holds: owning one again is a no-op
+_BEGUN: set = set()  # the held run folders whose records this hold has started to rewrite
+
+
+def begin(run_dir: Path) -> None:
+    """Called by the trainer, inside own(run_dir), before its first write of the run's records."""
+    _BEGUN.add(Path(run_dir).resolve())
+
+
+def begun(run_dir: Path) -> bool:
+    return Path(run_dir).resolve() in _BEGUN
 
 
 @contextmanager
@@ -55,5 +68,6 @@ def own(run_dir: Path):
             yield run_dir
         finally:
             _HELD.discard(key)
+            _BEGUN.discard(key)
     finally:
         handle.close()  # closing releases the lock

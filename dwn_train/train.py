@@ -148,6 +148,7 @@ def _train(cfg, run_dir: Path, ctx) -> float:
         best, start_epoch, step = state["best_metric"], state["epoch"] + 1, state["step"]
         if ctx.main:
             console.log.info("resumed from %s at epoch %d", resume, state["epoch"])
+    rundir.begin(run_dir)  # the first write of this run's records: the folder is this run's from here
     log.keep_through(start_epoch - 1)
 
     y_train = data.splits["train"][1]

@@ -178,6 +178,23 @@ def test_resuming_with_other_settings_names_them_and_how_to_continue(run_cli, tm
     assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
+def test_a_run_refused_after_it_began_rewriting_the_folder_keeps_its_own_settings(run_cli, tmp_path, monkeypatch):
+    """Hydra's record of a folder's settings is put back only for a command refused before it wrote
+    anything else there: a fresh run that emptied the old metrics and then failed is the folder's run."""
+    from dwn_train import train
+
+    run = tmp_path / "run"
+    _clean(*run_cli("train", *TINY, "trainer.epochs=1", "trainer.seed=5", f"hydra.run.dir={run}"), 0, "dwn-train")
+
+    def refuse(*args, **kwargs):
+        raise train.DWNError("a late bad value.")
+
+    monkeypatch.setattr(train, "_make_step", refuse)
+    _clean(*run_cli("train", *TINY, "trainer.epochs=1", "trainer.seed=6", f"hydra.run.dir={run}"), 2, "a late bad value")
+    assert (run / "metrics.jsonl").read_text() == ""  # the new run emptied the old run's records
+    assert "trainer.seed=6" in (run / ".hydra" / "overrides.yaml").read_text()
+
+
 def test_the_ctrl_c_advice_names_the_checkpoint_on_disk(tmp_path):
     from dwn_train.train import _interrupted
 
