@@ -115,7 +115,7 @@ class TrainerConfig:
     backend: str = "auto"  # auto | torch | cuda
     strategy: str = "single"  # single | ddp (launched by torchrun)
     cuda_graphs: bool = False  # capture one training step in a CUDA graph and replay it
-    deterministic: bool = False  # CUDA kernels: table gradients without float atomics (bit-identical runs)
+    deterministic: bool = False  # GPU: gradients summed without float atomics (bit-identical runs)
     eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
     val_fraction: float = 0.0  # share of the training split held out for model selection
     threads: Optional[int] = None  # torch CPU threads; None keeps torch's default

@@ -94,8 +94,9 @@ def inverse_mapping(mapping, inputs: int):
     return offsets, order
 
 
-def scatter_wires(grad_wires, mapping, inverse, inputs: int):
-    """(B, I) input gradient: a fixed-order sum, per input, of the wires that read it."""
+def scatter_wires(grad_wires, mapping, inverse, inputs: int, spec):
+    """(B, I) input gradient: a fixed-order sum, per input, of the wires that read it (deterministic
+    whatever spec says)."""
     num, n, batch = grad_wires.shape
     offsets, order = inverse
     grad_x = torch.empty(inputs, batch, device=grad_wires.device, dtype=torch.float32)

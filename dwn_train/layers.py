@@ -51,8 +51,8 @@ class LUTLayer(nn.Module):
         lm_tau: softmax temperature of the learnable mapping.
         efd: derivative estimate, 'exponential' (torch-dwn's), 'paper' (1/(H+1)) or 'fd'.
     Attributes to set after construction: `backend` ('auto': the CUDA kernels for float32 CUDA
-    tensors when CuPy works, else torch; 'cuda'; 'torch') and `deterministic` (CUDA kernels
-    without float atomics, bit-identical run to run). Both live in `spec` (a frozen LUTSpec, what
+    tensors when CuPy works, else torch; 'cuda'; 'torch') and `deterministic` (gradients
+    summed without float atomics on a GPU, bit-identical run to run). Both live in `spec` (a frozen LUTSpec, what
     the LUT operation receives). The address bit order and EFD formulas: dwn_train/lut.py.
     Arguments are validated here, once; a bad one raises InvalidArgument naming it.
     """

@@ -28,7 +28,7 @@ Backends. ``dwn_train/torch_lut.py`` (CPU, and any torch device) and ``dwn_train
 
     forward(x, luts, mapping, spec)            -> (out (B, N), saved)
     backward(saved, grad, spec, needs)         -> (grad_luts (N, 2**n) or None, grad_wires or None)
-    scatter_wires(grad_wires, mapping, inverse, I) -> grad_x (B, I)   [fixed mappings]
+    scatter_wires(grad_wires, mapping, inverse, I, spec) -> grad_x (B, I)   [fixed mappings]
     inverse_mapping(mapping, inputs)           -> what scatter_wires needs (None for torch)
 
 and one data layout, LUT-major (samples along the fastest axis, so GPU threads i, i+1 touch
@@ -82,7 +82,8 @@ class LUTSpec:
 
     n: inputs per LUT; ste: binarise the output (straight-through gradient); efd, alpha, beta: the
     derivative estimate, frozen into `terms`; backend: 'auto' | 'torch' | 'cuda'; deterministic:
-    the CUDA kernels sum without float atomics (bit-identical run to run).
+    gradients summed without float atomics on a GPU (bit-identical run to run): the CUDA kernels in
+    a fixed order, the torch backend on CUDA under torch's deterministic algorithms.
     """
 
     n: int
@@ -155,7 +156,7 @@ class LUTFunction(torch.autograd.Function):
                 wires = grad_wires.flatten(0, 1).t()  # (B, N * n), wire j*n + l
                 grad_x, grad_w = mapping_backward(x, weights, tau, buffer, wires, need_x, need_w)
             else:
-                grad_x = ctx.backend.scatter_wires(grad_wires, mapping, ctx.inverse, x.shape[1])
+                grad_x = ctx.backend.scatter_wires(grad_wires, mapping, ctx.inverse, x.shape[1], ctx.spec)
         return grad_x, grad_luts, grad_w, None, None, None, None, None
 
 

@@ -12,10 +12,16 @@ gives a (2^n, 2^n * n) matrix and D is one matmul.
 
 The per-sample work is then a gather of D[j, :, addr(i, j)] and a scatter-add into dx:
 O(B * N * n) instead of the naive O(B * N * n * 2^n).
+
+Determinism. On a CUDA device torch's index_add_ sums with float atomics, so the table and input
+gradients can differ in their last bits from run to run; with spec.deterministic both scatters run
+under torch's deterministic algorithms, which make index_add_ on CUDA deterministic (documented in
+torch.use_deterministic_algorithms); on the CPU it already is.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from functools import lru_cache
 
 import torch
@@ -104,7 +110,8 @@ def backward(saved, grad, spec, needs):
     grad_luts = grad_wires = None
     if needs[0]:
         grad_luts = torch.zeros(luts.numel(), dtype=grad.dtype, device=grad.device)
-        grad_luts = grad_luts.index_add_(0, flat.view(-1), grad_t.view(-1)).view_as(luts)
+        with _deterministic(spec.deterministic):
+            grad_luts = grad_luts.index_add_(0, flat.view(-1), grad_t.view(-1)).view_as(luts)
     if needs[1]:
         table = derivative_table(luts.detach(), spec.terms).transpose(0, 1)  # (n, N, 2^n)
         n = table.shape[0]
@@ -119,10 +126,26 @@ def inverse_mapping(mapping, inputs: int):
     return None
 
 
-def scatter_wires(grad_wires, mapping, inverse, inputs: int):
+def scatter_wires(grad_wires, mapping, inverse, inputs: int, spec):
     """(B, I) input gradient: every wire's gradient added to the input it reads."""
     num, n, batch = grad_wires.shape
     rows = grad_wires.transpose(0, 1).reshape(n * num, batch)  # free for backward()'s layout
     grad_x = torch.zeros(inputs, batch, dtype=grad_wires.dtype, device=grad_wires.device)
-    grad_x.index_add_(0, mapping.t().reshape(-1), rows)
+    with _deterministic(spec.deterministic):
+        grad_x.index_add_(0, mapping.t().reshape(-1), rows)
     return grad_x.t()
+
+
+@contextmanager
+def _deterministic(wanted: bool):
+    """torch's deterministic algorithms for the block when `wanted` (and not already on); the
+    caller's setting, warn_only included, is restored after it."""
+    if not wanted or torch.are_deterministic_algorithms_enabled():
+        yield
+        return
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(False, warn_only=warn_only)

@@ -96,6 +96,19 @@ def test_deterministic_mode_matches_reference_and_is_bit_identical(n):
     assert all(torch.equal(a, b) for a, b in zip(first[:3], second[:3])), "two deterministic runs differ"
 
 
+@pytest.mark.parametrize("n", [6, 13])
+def test_deterministic_torch_backend_on_the_gpu_is_bit_identical(n):
+    """The torch backend on CUDA (the fallback above the kernels' n, and float64): with
+    deterministic=True its scatters give the same bits every run."""
+    case = _case(n, 120, 150, 4000, seed=n)
+    spec = LUTSpec(n=n, deterministic=True)
+    runs = [_run(torch_lut, case, spec, dtype) for dtype in (torch.float32, torch.float32, torch.float64,
+                                                             torch.float64)]
+    for first, second in (runs[:2], runs[2:]):
+        assert all(torch.equal(a, b) for a, b in zip(first[:3], second[:3])), "two deterministic runs differ"
+    assert not torch.are_deterministic_algorithms_enabled()
+
+
 @pytest.mark.parametrize("chunk", [64, 1000])
 @pytest.mark.parametrize("n", [1, 5, 8, 12])
 def test_table_gradient_summed_over_several_chunks(monkeypatch, n, chunk):

@@ -207,3 +207,40 @@ def test_bad_arguments_are_clear_errors(kwargs, words):
 def test_wrong_input_width_is_a_clear_error():
     with pytest.raises(dwn.DWNError, match=r"\(batch, 4\)"):
         dwn.LUTLayer(4, 2, n=2)(torch.randn(3, 5))
+
+
+@pytest.mark.parametrize("already", [None, "warn_only"])
+def test_deterministic_torch_backend_scatters_under_torchs_deterministic_algorithms(monkeypatch, already):
+    """On a GPU torch's index_add_ sums with atomics: with deterministic=True both of the torch
+    backend's scatters (table and input gradients) run with torch's deterministic algorithms on,
+    the gradients are the same, and the caller's own setting comes back afterwards."""
+    from dwn_train import torch_lut
+    from dwn_train.lut import LUTSpec, lut_forward
+    from lut_cases import lut_case
+
+    if already:
+        torch.use_deterministic_algorithms(False, warn_only=True)
+    seen = []
+    real = torch.Tensor.index_add_
+
+    def spy(self, *args, **kwargs):
+        seen.append(torch.are_deterministic_algorithms_enabled())
+        return real(self, *args, **kwargs)
+
+    case = lut_case(5, 40, 30, 64, seed=3)
+    grads = {}
+    try:
+        for deterministic in (False, True):
+            x, luts = case["x"].clone().requires_grad_(), case["luts"].clone().requires_grad_()
+            monkeypatch.setattr(torch.Tensor, "index_add_", spy)
+            lut_forward(x, luts, case["mapping"], LUTSpec(n=5, deterministic=deterministic),
+                        backend=torch_lut).backward(case["grad"])
+            monkeypatch.setattr(torch.Tensor, "index_add_", real)
+            grads[deterministic] = (x.grad, luts.grad)
+            assert seen == [deterministic, deterministic], seen  # the table's scatter, then the input's
+            assert not torch.are_deterministic_algorithms_enabled()
+            assert torch.is_deterministic_algorithms_warn_only_enabled() == bool(already)
+            seen.clear()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert all(torch.equal(a, b) for a, b in zip(grads[False], grads[True]))
