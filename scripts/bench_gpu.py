@@ -13,6 +13,11 @@ on random bits of MNIST's width. Sections:
   efd     the backward of LUTLayer(2000, 1000, n=6) with a fixed mapping alone (EFD + STE).
   epoch   one pass over 60,000 samples at batch 32 (the recipe's epoch), host clock around it; no
           loss.item() per step (the trainer's own epoch seconds come from a real training run).
+  profile where a training step's time goes, at the first batch size (the recipe's 32): torch.profiler
+          over PROFILE_STEPS eager steps of torch-dwn and of our kernels; per step: the host's wall
+          time, the time the GPU was busy, the number of kernel launches, and the kernels (or, on
+          the CPU, the operators) that take the most time. Wall time well above busy time means
+          the step waits on launches (what trainer.cuda_graphs removes).
 Times are medians of CUDA-event timings after warm-up. `x` is the baseline's time over the row's
 (> 1: faster than the baseline); the baseline is torch-dwn measured in this run, or our torch
 backend when torch-dwn is not importable. A row that fails prints its error; the rest still run.
@@ -194,6 +199,72 @@ def epoch_row(variant, lib, samples, batch, device, timer):
     return {"seconds": seconds, "samples_per_s": steps * batch / seconds, "peak_mib": peak_mib(device)}
 
 
+PROFILE_STEPS, PROFILE_TOP = 10, 12
+
+
+def _self_time(event, cuda):
+    """An averaged profiler event's own time in microseconds (device time on a GPU)."""
+    if not cuda:
+        return event.self_cpu_time_total
+    for name in ("self_device_time_total", "self_cuda_time_total"):  # the name changed in torch 2.4
+        if hasattr(event, name):
+            return getattr(event, name)
+    return 0.0
+
+
+def profile_row(variant, lib, batch, device, steps=PROFILE_STEPS):
+    """Where one eager training step's time goes (see the module docstring)."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    reset_memory(device)
+    model = recipe(variant, device, lib)
+    step = eager_step(model, adam(model))
+    x = (torch.rand(batch, WIDTH, device=device) > 0.5).float()
+    y = torch.randint(0, CLASSES, (batch,), device=device)
+    cuda = device.type == "cuda"
+    for _ in range(3):
+        step(x, y, 1 / batch)
+    if cuda:
+        torch.cuda.synchronize()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            step(x, y, 1 / batch)
+        if cuda:
+            torch.cuda.synchronize()
+    wall_ms = (time.perf_counter() - start) * 1e3 / steps
+    events = prof.key_averages()
+    if cuda:  # the kernels themselves (CuPy's launches included: the profiler sees the whole context)
+        events = [e for e in events if getattr(e, "device_type", None) == DeviceType.CUDA]
+    else:  # operators: the top-level ones would count their children twice, so own time only
+        events = [e for e in events if not e.key.startswith("ProfilerStep")]
+    timed = sorted(((_self_time(e, cuda) / 1e3 / steps, e.count / steps, e.key) for e in events), reverse=True)
+    busy_ms = sum(ms for ms, _, _ in timed)
+    return {"wall_ms": wall_ms, "busy_ms": busy_ms, "kernels_per_step": sum(c for _, c, _ in timed) if cuda else None,
+            "top": [{"name": name, "ms": ms, "calls": calls} for ms, calls, name in timed[:PROFILE_TOP]]}
+
+
+def profile_table(rows) -> str:
+    lines = []
+    for r in rows:
+        if r["section"] != "profile":
+            continue
+        head = f"where a training step's time goes: {r['variant']}, batch {r['batch']}"
+        if "error" in r:
+            lines += ["", f"{head}: ERROR {r['error'][:80]}"]
+            continue
+        what = "kernel" if r["kernels_per_step"] is not None else "operator (CPU, own time)"
+        launches = f", {r['kernels_per_step']:.0f} kernel launches" if r["kernels_per_step"] is not None else ""
+        lines += ["", f"{head} (per step: wall {r['wall_ms']:.3f} ms, busy {r['busy_ms']:.3f} ms{launches})",
+                  f"{'ms':>9} {'%busy':>6} {'calls':>6}  {what}"]
+        for top in r["top"]:
+            share = 100 * top["ms"] / r["busy_ms"] if r["busy_ms"] else 0.0
+            lines.append(f"{top['ms']:9.4f} {share:6.1f} {top['calls']:6.1f}  {top['name'][:90]}")
+    return "\n".join(lines)
+
+
 def run_rows(section, variants, batches, measure, rows):
     for batch in batches:
         for variant in variants:
@@ -209,7 +280,8 @@ def run_rows(section, variants, batches, measure, rows):
 
 
 def format_result(result):
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()
+                     if k != "top")  # the profile's kernel list is printed by profile_table
 
 
 def add_ratios(rows, baseline):
@@ -299,9 +371,12 @@ def main() -> int:
     epoch_variants = ([TORCH_DWN] if torch_dwn else [TORCH]) + [KERNELS, GRAPH]
     run_rows("epoch", epoch_variants, [args.epoch_batch],
              lambda v, b: epoch_row(v, torch_dwn, args.epoch_samples, b, device, Timer(device, 0, 0)), rows)
+    run_rows("profile", ([TORCH_DWN] if torch_dwn else []) + [KERNELS], args.batches[:1],
+             lambda v, b: profile_row(v, torch_dwn, b, device), rows)
     add_ratios(rows, baseline)
     print()
     print(table(rows, baseline))
+    print(profile_table(rows))
     if args.json:
         info = {"device": name, "torch": torch.__version__, "torch_dwn": why, "baseline": baseline,
                 "epoch_samples": args.epoch_samples, "rows": rows}
