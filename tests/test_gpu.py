@@ -166,12 +166,12 @@ def test_tensors_on_a_device_that_is_not_current():
     assert torch.cuda.current_device() == 0
 
 
-def _recipe(seed=0, deterministic=False):
+def _recipe(seed=0, deterministic=False, backend="cuda"):
     torch.manual_seed(seed)
     model = torch.nn.Sequential(dwn.LUTLayer(64, 120, n=6, mapping="learnable"), dwn.LUTLayer(120, 60, n=6),
                                 dwn.GroupSum(10, tau=1 / 0.3)).to(DEVICE)
     for layer in model[:2]:
-        layer.backend, layer.deterministic = "cuda", deterministic
+        layer.backend, layer.deterministic = backend, deterministic
     return model
 
 
@@ -215,10 +215,12 @@ def test_training_step_is_capturable_in_a_cuda_graph():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
 
 
-def test_graph_step_trains_like_the_eager_step():
+@pytest.mark.parametrize("backend", ["cuda", "torch"])
+def test_graph_step_trains_like_the_eager_step(backend):
     """dwn_train.graphs.GraphStep: the warm-up is undone, so step k of the replay is step k of eager;
-    a batch of another size takes the eager path."""
-    model, eager = _recipe(deterministic=True), _recipe(deterministic=True)
+    a batch of another size takes the eager path. With the torch backend the deterministic scatters
+    (torch's deterministic index_add_) are captured too."""
+    model, eager = _recipe(deterministic=True, backend=backend), _recipe(deterministic=True, backend=backend)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, capturable=True)
     opt_eager = torch.optim.Adam(eager.parameters(), lr=1e-2, capturable=True)
     graphed = GraphStep(model, opt, _objective, _eager_step(model, opt), batch_size=32)
