@@ -119,7 +119,7 @@ class TrainerConfig:
     eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
     val_fraction: float = 0.0  # share of the training split held out for model selection
     threads: Optional[int] = None  # torch CPU threads; None keeps torch's default
-    resume: Optional[str] = None  # null | auto | path to a checkpoint
+    resume: Optional[str] = None  # null (refused where a run is) | auto | overwrite | path to a checkpoint
     plot: bool = True  # curves.png at the end
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -18,7 +20,7 @@ from .mapping import (
 MAPPINGS = ("random", "arange", "learnable")
 
 
-def check_lut_args(input_size, output_size, n, mapping, efd, lm_tau) -> None:
+def check_lut_args(input_size, output_size, n, mapping, efd, lm_tau, alpha=None, beta=None) -> None:
     """LUTLayer's argument checks (a mapping tensor is checked against the shape later); the
     config validation calls this too, so every check is written once. Raises InvalidArgument."""
     _check_positive("LUTLayer", "input_size", input_size)
@@ -30,8 +32,12 @@ def check_lut_args(input_size, output_size, n, mapping, efd, lm_tau) -> None:
                               mapping)
     if efd not in EFD_VARIANTS:
         raise InvalidArgument("LUTLayer", "efd", f"must be one of {', '.join(EFD_VARIANTS)}", efd)
-    if isinstance(lm_tau, bool) or not isinstance(lm_tau, (int, float)) or not lm_tau > 0:
-        raise InvalidArgument("LUTLayer", "lm_tau", "must be > 0", lm_tau)
+    if isinstance(lm_tau, bool) or not isinstance(lm_tau, (int, float)) or not 0 < lm_tau < math.inf:
+        raise InvalidArgument("LUTLayer", "lm_tau", "must be a finite number > 0", lm_tau)
+    for name, value in (("alpha", alpha), ("beta", beta)):  # None: the EFD variant's default
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise InvalidArgument("LUTLayer", name, "must be a finite number (or None for the default)", value)
 
 
 class LUTLayer(nn.Module):
@@ -60,7 +66,7 @@ class LUTLayer(nn.Module):
     def __init__(self, input_size, output_size, n, mapping="random", alpha=None, beta=None,
                  ste=True, clamp_luts=True, lm_tau=0.001, efd="exponential"):
         super().__init__()
-        check_lut_args(input_size, output_size, n, mapping, efd, lm_tau)
+        check_lut_args(input_size, output_size, n, mapping, efd, lm_tau, alpha, beta)
         self.in_features, self.out_features, self.n = input_size, output_size, n
         self.clamp_luts, self.lm_tau = bool(clamp_luts), lm_tau
         self.spec = LUTSpec(n=n, ste=bool(ste), efd=efd,
@@ -193,6 +199,8 @@ class ReductionHead(nn.Module):
         _check_positive("ReductionHead", "in_features", in_features)
         if num_classes < 2:
             raise DWNError(f"ReductionHead needs at least 2 classes; got {num_classes}.")
+        if not isinstance(n, int) or not 2 <= n <= MAX_N:  # n = 1 would reduce nothing, level after level
+            raise DWNError(f"ReductionHead n must be an integer between 2 and {MAX_N}; got {n!r}.")
         self.num_classes, self.tau = num_classes, float(tau)
         groups = 1 if num_classes == 2 else num_classes
         size = in_features // groups

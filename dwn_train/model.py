@@ -33,7 +33,7 @@ def check_model(cfg) -> None:
         raise DWNError("model.layers is empty; give at least one LUT layer.")
     for index, layer in enumerate(cfg.layers):
         try:  # LUTLayer's own checks, reported under the config key
-            check_lut_args(1, layer.out_features, layer.n, layer.mapping, layer.efd, layer.lm_tau)
+            check_lut_args(1, layer.out_features, layer.n, layer.mapping, layer.efd, layer.lm_tau, layer.alpha, layer.beta)
         except InvalidArgument as exc:
             raise exc.under(f"model.layers[{index}].{_LAYER_KEYS.get(exc.name, exc.name)}") from None
     head = cfg.head
@@ -41,11 +41,11 @@ def check_model(cfg) -> None:
         raise DWNError(f"model.head.kind must be one of {', '.join(HEADS)}; got {head.kind!r}.")
     if not head.tau > 0:
         raise DWNError(f"model.head.tau must be > 0; got {head.tau}.")
-    if head.kind == "reduction" and not 1 <= head.n <= MAX_N:
-        raise DWNError(f"model.head.n must be between 1 and {MAX_N}; got {head.n}.")
+    if head.kind == "reduction" and not 2 <= head.n <= MAX_N:
+        raise DWNError(f"model.head.n must be between 2 and {MAX_N} (inputs per LUT of the reduction); got {head.n}.")
     reg = cfg.regularizer
-    if reg.kind not in REGULARIZERS or reg.weight < 0:
-        raise DWNError(f"model.regularizer needs kind in {', '.join(REGULARIZERS)} and weight >= 0; "
+    if reg.kind not in REGULARIZERS or not 0 <= reg.weight < math.inf:
+        raise DWNError(f"model.regularizer needs kind in {', '.join(REGULARIZERS)} and a finite weight >= 0; "
                        f"got kind={reg.kind!r}, weight={reg.weight}.")
 
 

@@ -72,13 +72,43 @@ def _set_backend(model, t) -> None:
 
 
 def _resume_path(cfg, run_dir: Path):
+    """The checkpoint this run continues, or None for a fresh run. A fresh run does not replace a
+    run the folder already holds unless trainer.resume=overwrite says so (_check_fresh)."""
     resume = cfg.trainer.resume
-    if resume in (None, "", "none"):
+    if resume in (None, "", "none", "overwrite"):
+        _check_fresh(run_dir, resume)
         return None
     if resume == "auto":
         last = run_dir / "checkpoints" / "last.pt"
-        return last if last.is_file() else None
+        if last.is_file():
+            return last
+        _check_fresh(run_dir, resume)
+        return None
     return Path(resume)
+
+
+ANOTHER_FOLDER = "hydra.run.dir=DIR; hydra.sweep.dir=DIR for a sweep"
+
+
+def _check_fresh(run_dir: Path, resume) -> None:
+    """Refuse a fresh run in a folder holding another run's checkpoints or metrics (with
+    trainer.resume=auto: its checkpoints; a run killed before its first checkpoint starts again)."""
+    if resume == "overwrite":
+        return
+    found = sorted(f"checkpoints/{p.name}" for p in (run_dir / "checkpoints").glob("*.pt"))
+    metrics = run_dir / "metrics.jsonl"
+    if resume != "auto" and metrics.is_file() and metrics.stat().st_size:
+        found.insert(0, "metrics.jsonl")
+    if not found:
+        return
+    held = f"{run_dir} already holds a run ({', '.join(found)})"
+    if resume == "auto":
+        raise DWNError(f"trainer.resume=auto found no checkpoints/last.pt, and {held}: continue from one of its "
+                       f"checkpoints with trainer.resume=PATH, start afresh there with trainer.resume=overwrite, or "
+                       f"choose another folder ({ANOTHER_FOLDER}).")
+    raise DWNError(f"the run folder {held}: continue it with trainer.resume=auto, start afresh there with "
+                   "trainer.resume=overwrite (its checkpoints and metrics are replaced), or choose another folder "
+                   f"({ANOTHER_FOLDER}).")
 
 
 def _check_resumable(cfg, state: dict, resume: Path) -> None:

@@ -10,6 +10,8 @@ checked by LUTLayer itself (`check_lut_args`), which model.check_model calls und
 
 from __future__ import annotations
 
+import math
+
 from .data import IMAGE_KINDS, LOADERS
 from .errors import DWNError
 from .lut import BACKENDS
@@ -17,6 +19,7 @@ from .model import ENCODERS, check_model
 from .optim import CAPTURABLE, OPTIMIZERS, SCHEDULERS
 
 STRATEGIES = ("single", "ddp")
+MAX_SEED = 2**32 - 1  # what every generator the seeds reach takes (numpy's and scikit-learn's range)
 LOGGERS = ("none", "tensorboard")
 # the monitor keys best.pt may be chosen on; the test split never chooses
 MONITORS = ("train_loss", "train_acc", "val_acc")
@@ -28,12 +31,8 @@ def validate_train_config(cfg) -> None:
     _one_of("encoding.kind", cfg.encoding.kind, ENCODERS)
     _positive("encoding.num_bits", cfg.encoding.num_bits)
     check_model(cfg.model)
-    _one_of("optimizer.kind", cfg.optimizer.kind, OPTIMIZERS)
-    if not cfg.optimizer.lr > 0:
-        raise DWNError(f"optimizer.lr must be > 0; got {cfg.optimizer.lr}.")
-    _one_of("scheduler.kind", cfg.scheduler.kind, SCHEDULERS)
-    if cfg.scheduler.kind == "step":
-        _positive("scheduler.step_size", cfg.scheduler.step_size)
+    _optimizer(cfg.optimizer)
+    _scheduler(cfg.scheduler)
     _trainer(cfg.trainer, cfg.optimizer.kind)
     _one_of("logger.kind", cfg.logger.kind, LOGGERS)
 
@@ -48,8 +47,44 @@ def _positive(key: str, value) -> None:
         raise DWNError(f"{key} must be a positive integer; got {value}.")
 
 
+def _finite(key: str, value, least: float = 0.0, above: bool = False) -> None:
+    """A finite number >= least (> least with above=True)."""
+    if not (math.isfinite(value) and (value > least if above else value >= least)):
+        raise DWNError(f"{key} must be a finite number {'>' if above else '>='} {least:g}; got {value}.")
+
+
+def _seed(key: str, value) -> None:
+    if not 0 <= value <= MAX_SEED:
+        raise DWNError(f"{key} must be an integer in 0..{MAX_SEED} (2^32 - 1); got {value}.")
+
+
+def _optimizer(o) -> None:
+    _one_of("optimizer.kind", o.kind, OPTIMIZERS)
+    _finite("optimizer.lr", o.lr, above=True)
+    _finite("optimizer.weight_decay", o.weight_decay)
+    if o.kind == "sgd":
+        _finite("optimizer.momentum", o.momentum)
+    else:
+        betas = list(o.betas)
+        if len(betas) != 2 or not all(0.0 <= b < 1.0 for b in betas):
+            raise DWNError(f"optimizer.betas must be two numbers in [0, 1), e.g. [0.9,0.999]; got {betas}.")
+
+
+def _scheduler(s) -> None:
+    _one_of("scheduler.kind", s.kind, SCHEDULERS)
+    if s.kind == "step":
+        _positive("scheduler.step_size", s.step_size)
+    if s.kind in ("step", "multistep"):
+        _finite("scheduler.gamma", s.gamma, above=True)
+    if s.kind == "multistep" and any(m < 1 for m in s.milestones):
+        raise DWNError(f"scheduler.milestones must be epochs >= 1; got {list(s.milestones)}.")
+    if s.kind == "cosine":
+        _finite("scheduler.min_lr", s.min_lr)
+
+
 def _dataset(d) -> None:
     _one_of("dataset.kind", d.kind, sorted(LOADERS))
+    _seed("dataset.split_seed", d.split_seed)
     if not 0.0 < d.test_fraction < 1.0:
         raise DWNError(f"dataset.test_fraction must lie strictly between 0 and 1; got {d.test_fraction}.")
     if d.kind == "csv" and not (d.path and d.target):
@@ -70,6 +105,7 @@ def _dataset(d) -> None:
 def _trainer(t, optimizer_kind: str) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
         _positive(f"trainer.{key}", getattr(t, key))
+    _seed("trainer.seed", t.seed)
     if t.threads is not None:
         _positive("trainer.threads", t.threads)
     if not 0.0 <= t.val_fraction < 1.0:

@@ -190,9 +190,31 @@ def test_a_run_refused_after_it_began_rewriting_the_folder_keeps_its_own_setting
         raise train.DWNError("a late bad value.")
 
     monkeypatch.setattr(train, "_make_step", refuse)
-    _clean(*run_cli("train", *TINY, "trainer.epochs=1", "trainer.seed=6", f"hydra.run.dir={run}"), 2, "a late bad value")
+    _clean(*run_cli("train", *TINY, "trainer.epochs=1", "trainer.seed=6", "trainer.resume=overwrite",
+                    f"hydra.run.dir={run}"), 2, "a late bad value")
     assert (run / "metrics.jsonl").read_text() == ""  # the new run emptied the old run's records
     assert "trainer.seed=6" in (run / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_a_fresh_run_does_not_replace_the_run_a_folder_holds(run_cli, tmp_path):
+    """Without trainer.resume a second run in a named folder would empty its metrics and replace its
+    checkpoints: refused, nothing changed; resume=auto without a last.pt (save_last=false) likewise;
+    trainer.resume=overwrite starts afresh on purpose."""
+    run = tmp_path / "run"
+    _clean(*run_cli("train", *TINY, "trainer.epochs=1", "trainer.checkpoint.save_last=false", f"hydra.run.dir={run}"),
+           0, "dwn-train")
+    kept = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.suffix != ".log" and p.name != ".lock"}
+    assert run / "checkpoints" / "best.pt" in kept and run / "metrics.jsonl" in kept
+    code, out, err = run_cli("train", *TINY, "trainer.epochs=1", "optimizer.lr=0.001", f"hydra.run.dir={run}")
+    _clean(code, out, err, 2, f"the run folder {run} already holds a run (metrics.jsonl, checkpoints/best.pt)")
+    assert "trainer.resume=overwrite" in err
+    code, out, err = run_cli("train", *TINY, "trainer.epochs=2", "trainer.resume=auto", f"hydra.run.dir={run}")
+    _clean(code, out, err, 2, "trainer.resume=auto found no checkpoints/last.pt")
+    assert {p: p.read_bytes() for p in kept} == kept
+    _clean(*run_cli("train", *TINY, "trainer.epochs=1", "optimizer.lr=0.001", "trainer.resume=overwrite",
+                    f"hydra.run.dir={run}"), 0, "dwn-train")
+    assert (run / "checkpoints" / "best.pt").read_bytes() != kept[run / "checkpoints" / "best.pt"]
+    assert "optimizer.lr=0.001" in (run / ".hydra" / "overrides.yaml").read_text()
 
 
 def test_the_ctrl_c_advice_names_the_checkpoint_on_disk(tmp_path):

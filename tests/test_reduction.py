@@ -33,6 +33,12 @@ def test_widths_that_cannot_reduce_are_clear_errors(width, classes):
         dwn.ReductionHead(width, classes, n=2)
 
 
+@pytest.mark.parametrize("n", [1, 0, 17, 2.5])
+def test_inputs_per_lut_outside_2_to_16_are_refused_not_looped_on(n):
+    with pytest.raises(dwn.DWNError, match="ReductionHead n must be an integer between 2 and 16"):
+        dwn.ReductionHead(20, 10, n=n)  # n = 1 used to search for a depth forever
+
+
 def test_reduction_head_learns_breast_cancer():
     torch.manual_seed(0)
     x, y = load_breast_cancer(return_X_y=True)

@@ -149,8 +149,9 @@ def test_a_sweep_folder_used_again_summarises_only_the_new_sweep(run_cli, tmp_pa
     ahead = time.time() + 86400
     for path in (tmp_path / "1").rglob("*"):
         os.utime(path, (ahead, ahead))
-    # job 0 again; job 1 is the old sweep's
-    code, _, err = run_cli("train", "-m", *TINY, "trainer.seed=2", f"hydra.sweep.dir={tmp_path}")
+    # job 0 again, replacing the old sweep's job 0 (on purpose: overwrite); job 1 is the old sweep's
+    code, _, err = run_cli("train", "-m", *TINY, "trainer.seed=2", "trainer.resume=overwrite",
+                           f"hydra.sweep.dir={tmp_path}")
     assert code == 0, err
     with (tmp_path / "summary.csv").open() as handle:
         rows = list(csv.DictReader(handle))

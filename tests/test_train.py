@@ -75,7 +75,20 @@ def test_a_loss_monitor_keeps_the_lowest_and_eval_every_skips_epochs(compose_cfg
     ("trainer.checkpoint.monitor=val_acc", "val_fraction"),
     ("model.layers.0.mapping=sideways", r"model.layers\[0\].mapping must be one of"),
     ("model.layers.1.efd=central", r"model.layers\[1\].efd must be one of"),
-    ("model.layers.0.lm_tau=0", r"model.layers\[0\].lm_tau must be > 0"),
+    ("model.layers.0.lm_tau=0", r"model.layers\[0\].lm_tau must be a finite number > 0"),
+    ("model.layers.0.alpha=nan", r"model.layers\[0\].alpha must be a finite number"),
+    ("model.head.kind=reduction model.head.n=1", "model.head.n must be between 2 and 16"),
+    ("model.regularizer.kind=spectral model.regularizer.weight=nan", "finite weight >= 0"),
+    ("optimizer.lr=inf", "optimizer.lr must be a finite number > 0"),
+    ("optimizer.weight_decay=-1", "optimizer.weight_decay must be a finite number >= 0"),
+    ("optimizer.betas=[0.9]", r"optimizer.betas must be two numbers in \[0, 1\)"),
+    ("optimizer.betas=[1.5,0.9]", r"optimizer.betas must be two numbers"),
+    ("optimizer=sgd optimizer.momentum=-1", "optimizer.momentum must be a finite number >= 0"),
+    ("scheduler.gamma=nan", "scheduler.gamma must be a finite number > 0"),
+    ("scheduler=multistep scheduler.milestones=[-1,0]", "scheduler.milestones must be epochs >= 1"),
+    ("scheduler=cosine scheduler.min_lr=-1", "scheduler.min_lr must be a finite number >= 0"),
+    ("trainer.seed=200000000000000", r"trainer.seed must be an integer in 0..4294967295"),
+    ("dataset.split_seed=-1", "dataset.split_seed must be an integer in 0"),
     ("optimizer.kind=lion", "optimizer.kind must be one of adam, adamw, sgd"),
     ("optimizer.lr=0", "optimizer.lr"),
     ("scheduler.kind=warmup", "scheduler.kind"),
@@ -90,7 +103,7 @@ def test_config_values_are_checked_before_any_data_loads(override, words, compos
         raise AssertionError("data was loaded before the config was checked")
 
     monkeypatch.setattr("dwn_train.prepare.load_dataset", no_loading)
-    cfg = compose_cfg([*SMALL, "trainer.epochs=1", override])
+    cfg = compose_cfg([*SMALL, "trainer.epochs=1", *override.split()])
     with pytest.raises(DWNError, match=words):
         train(cfg, tmp_path)
     assert not (tmp_path / "checkpoints").exists()
