@@ -24,6 +24,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from .config import EvalConfig, ExportConfig, TrainConfig, register_configs, unknown_keys
 from .errors import DWNError, Interrupted, RunError, os_reason
@@ -47,6 +48,7 @@ def _run(name: str, schema, work, cfg):
         sweep_dir = Path(hydra_cfg.sweep.dir)  # as the launching process named it, from its working directory
         join(sweep_dir if sweep_dir.is_absolute() else Path(hydra_cfg.runtime.cwd) / sweep_dir, run_dir)
     try:
+        _check_interpolations(cfg)
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
             raise DWNError(f"no value for {', '.join(missing)}; pass it on the command line, e.g. {missing[0]}=...")
@@ -75,6 +77,17 @@ def _run(name: str, schema, work, cfg):
         _fail(name, RunError(f"internal error ({type(exc).__name__}: {os_reason(exc)}); its traceback is in {log}, "
                              "please report it"), run_dir, sweep)
     return float("nan")  # a failed job of a sweep
+
+
+def _check_interpolations(cfg) -> None:
+    """Every ${...} of the config resolves to a value of its key's type, or a DWNError names the key."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "a setting"
+        reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
+        raise DWNError(f"{key} cannot be resolved: {reason}; give it a value, or an interpolation of an "
+                       "existing setting of the right type.") from None
 
 
 def _fail(name: str, exc: Exception, run_dir: Path, sweep: bool) -> None:
@@ -139,13 +152,27 @@ def _distributed_argv() -> None:
         sys.argv += ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
 
 
+def _named_dir(argv: list[str], key: str) -> str | None:
+    """The folder the last `key=VALUE` of `argv` names, as Hydra reads it (quotes removed), or None
+    when there is none or it holds an interpolation (${now:...}: only Hydra can resolve it)."""
+    given = [arg for arg in argv if arg.startswith(key + "=")]
+    if not given:
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        value = OverridesParser.create().parse_override(given[-1]).value()
+    except Exception:  # Hydra says what is wrong with the override when it parses it itself
+        return None
+    return value if isinstance(value, str) and value and "${" not in value else None
+
+
 def _run_dir_problem(argv: list[str]) -> str | None:
     """Why the run folder cannot be made, checked before Hydra tries (whose failure is a
     traceback): the nearest existing folder on its path must be a writable directory."""
     multirun = any(arg in ("-m", "--multirun") for arg in argv)
-    key = "hydra.sweep.dir=" if multirun else "hydra.run.dir="
-    given = [arg[len(key):] for arg in argv if arg.startswith(key)]
-    path = Path(given[-1] if given else "outputs").absolute()
+    given = _named_dir(argv, "hydra.sweep.dir" if multirun else "hydra.run.dir")
+    path = Path(given or "outputs").absolute()
     existing = path
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -164,13 +191,13 @@ def _early_lock(argv: list[str]):
     that was then refused (exit 2: a resume with other settings, a bad value) before it began
     rewriting the folder's records (rundir.begin), so the folder still says how its run was trained.
     Under torchrun the trainer takes it (only it knows the strategy)."""
-    given = [arg.split("=", 1)[1] for arg in argv if arg.startswith("hydra.run.dir=")]
+    given = _named_dir(argv, "hydra.run.dir")
     if not given or any(arg in ("-m", "--multirun") for arg in argv) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
         yield
         return
     from .rundir import begun, own
 
-    with own(Path(given[-1])) as run_dir:
+    with own(Path(given)) as run_dir:
         hydra_dir = run_dir / ".hydra"
         kept = {path: path.read_bytes() for path in hydra_dir.glob("*.yaml")} if hydra_dir.is_dir() else {}
         try:
@@ -192,6 +219,10 @@ def _entry(name: str, app) -> None:
             print(f"{name} (not installed; running from a checkout)")
         return
     _distributed_argv()
+    empty = [arg for arg in sys.argv[1:] if arg in ("hydra.run.dir=", "hydra.sweep.dir=")]
+    if empty:
+        print(f"{name}: error: {empty[0][:-1]} is empty; name a folder, e.g. {empty[0]}outputs/my_run.", file=sys.stderr)
+        sys.exit(2)
     problem = None if any(a in ("--help", "-h", "--hydra-help", "--cfg", "-c") for a in sys.argv[1:]) \
         else _run_dir_problem(sys.argv[1:])
     if problem:

@@ -8,6 +8,7 @@ an uninterrupted one without replaying any random stream.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import sys
@@ -235,7 +236,8 @@ def _interrupted(progress: dict, run_dir: Path, words=()) -> str:
     if saved is None:
         return f"interrupted at epoch {epoch}, step {step}, before any checkpoint was written; start the run again."
     saved_epoch, path = saved
-    how = "trainer.resume=auto" if Path(path) == run_dir / "checkpoints" / "last.pt" else f"trainer.resume={path}"
+    how = "trainer.resume=auto" if Path(path) == run_dir / "checkpoints" / "last.pt" \
+        else f"trainer.resume={_hydra_value(path)}"
     world, local = int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("LOCAL_WORLD_SIZE") or 0) or None
     nodes = world // local if local and world > local else 1
     if world <= 1:
@@ -243,10 +245,16 @@ def _interrupted(progress: dict, run_dir: Path, words=()) -> str:
     else:
         launcher = ["torchrun", *([f"--nnodes={nodes}"] if nodes > 1 else []), f"--nproc_per_node={local or world}",
                     "-m", "dwn_train.cli"]
-    command = " ".join(launcher + [shlex.quote(w) for w in (*words, how, f"hydra.run.dir={run_dir}")])
+    command = " ".join(launcher + [shlex.quote(w) for w in (*words, how, f"hydra.run.dir={_hydra_value(run_dir)}")])
     where = f" on each of the {nodes} nodes, with the rendezvous flags it was started with" if nodes > 1 else ""
     return (f"interrupted at epoch {epoch}, step {step}; the last checkpoint is epoch {saved_epoch} ({path}); "
             f"resume with `{command}`{where}.")
+
+
+def _hydra_value(path) -> str:
+    """`path` as a Hydra override value: bare where Hydra's grammar takes it so, else in quotes."""
+    text = str(path)
+    return text if re.fullmatch(r"[A-Za-z0-9_/.+-]+", text) else "'" + text.replace("'", "\\'") + "'"
 
 
 # Hydra's flags that choose the configuration itself: a resume must repeat them

@@ -196,6 +196,35 @@ def test_a_run_refused_after_it_began_rewriting_the_folder_keeps_its_own_setting
     assert "trainer.seed=6" in (run / ".hydra" / "overrides.yaml").read_text()
 
 
+@pytest.mark.parametrize("which, override, words", [
+    ("train", "trainer.epochs=${oops}", "trainer.epochs cannot be resolved: Interpolation key 'oops' not found"),
+    ("train", "trainer.epochs=${dataset.kind}", "trainer.epochs cannot be resolved: While dereferencing"),
+    ("train", "trainer.device=${oc.env:DWN_NO_SUCH_VARIABLE}", "trainer.device cannot be resolved"),
+    ("eval", "checkpoint=${oops}", "checkpoint cannot be resolved"),
+])
+def test_an_interpolation_that_does_not_resolve_is_one_sentence(run_cli, tmp_path, which, override, words):
+    extra = [*TINY] if which == "train" else []
+    _clean(*run_cli(which, *extra, override, f"hydra.run.dir={tmp_path}"), 2, words)
+
+
+def test_an_empty_run_folder_is_refused_not_the_working_directory(run_cli, tmp_path):
+    _clean(*run_cli("train", *TINY, "hydra.run.dir="), 2, "hydra.run.dir is empty; name a folder")
+
+
+def test_a_quoted_run_folder_is_the_one_held_and_its_record_kept(run_cli, tmp_path, monkeypatch):
+    """hydra.run.dir='DIR' (Hydra's quotes, for a path with odd characters) names DIR: the early lock
+    and the .hydra record of a refused resume are about DIR, not a folder named with the quotes."""
+    monkeypatch.chdir(tmp_path)
+    run = tmp_path / "q a"
+    _clean(*run_cli("train", *TINY, "trainer.epochs=1", f"hydra.run.dir='{run}'"), 0, "dwn-train")
+    record = (run / ".hydra" / "overrides.yaml").read_bytes()
+    code, out, err = run_cli("train", *TINY, "trainer.epochs=2", "optimizer.lr=0.5", "trainer.resume=auto",
+                             f"hydra.run.dir='{run}'")
+    _clean(code, out, err, 2, "was trained with optimizer.lr=0.01")
+    assert (run / ".hydra" / "overrides.yaml").read_bytes() == record
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q a"]  # no stray "'...'" folder with a .lock
+
+
 def test_a_fresh_run_does_not_replace_the_run_a_folder_holds(run_cli, tmp_path):
     """Without trainer.resume a second run in a named folder would empty its metrics and replace its
     checkpoints: refused, nothing changed; resume=auto without a last.pt (save_last=false) likewise;
@@ -233,12 +262,17 @@ def test_the_ctrl_c_advice_names_the_checkpoint_on_disk(tmp_path):
 def test_the_ctrl_c_advice_is_a_command_the_shell_reads_back(tmp_path, monkeypatch):
     from dwn_train.train import _config_flags, _interrupted
 
-    run = tmp_path / "my runs" / "a"
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    run = tmp_path / "my rüns" / "it's"  # a space for the shell; non-ASCII and a quote for Hydra's grammar
     said = _interrupted({"epoch": 2, "step": 9, "saved": (2, run / "checkpoints" / "last.pt")}, run,
                         ["--config-name", "my train", "trainer.seed=1"])
-    command = said.split("resume with `")[1].split("`")[0]
-    assert shlex.split(command) == ["dwn-train", "--config-name", "my train", "trainer.seed=1", "trainer.resume=auto",
-                                    f"hydra.run.dir={run}"]
+    words = shlex.split(said.split("resume with `")[1].split("`")[0])
+    assert words[:5] == ["dwn-train", "--config-name", "my train", "trainer.seed=1", "trainer.resume=auto"]
+    assert OverridesParser.create().parse_override(words[5]).value() == str(run)
+    assert words[5].startswith("hydra.run.dir=") and len(words) == 6
+    plain = _interrupted({"epoch": 2, "step": 9, "saved": (1, tmp_path / "old.pt")}, tmp_path / "plain-run_1")
+    assert f"trainer.resume={tmp_path / 'old.pt'} hydra.run.dir={tmp_path / 'plain-run_1'}`" in plain  # bare
     # the flags that choose the configuration are kept, in both spellings; settings and the rest are not flags
     assert _config_flags(["-cn", "mine", "--config-dir=conf x", "trainer.seed=1", "--multirun"]) == \
         ["-cn", "mine", "--config-dir=conf x"]
