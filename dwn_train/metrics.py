@@ -6,9 +6,36 @@ import csv
 import json
 from pathlib import Path
 
+from .console import log
 from .errors import DWNError
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "samples_per_s", "seconds")
+
+
+def read_rows(path: Path) -> tuple[list[dict], int]:
+    """(the metric rows of a metrics.jsonl, how many of its lines were not one): a row is a JSON
+    object with an integer `epoch` >= 1 whose other known columns are numbers or null. A line cut
+    short by a killed write, or bytes that are not UTF-8, are counted, not raised."""
+    rows, bad = [], 0
+    for line in path.read_bytes().decode("utf-8", errors="replace").splitlines():
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if _is_row(row):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
+
+
+def _is_row(row) -> bool:
+    number = lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))  # noqa: E731
+    return (isinstance(row, dict) and isinstance(row.get("epoch"), int) and not isinstance(row["epoch"], bool)
+            and row["epoch"] >= 1 and all(number(row.get(k)) for k in COLUMNS))
 
 
 class MetricsLog:
@@ -33,14 +60,10 @@ class MetricsLog:
     def keep_through(self, epoch: int) -> None:
         if not self.enabled:
             return
-        rows = []
-        if self.jsonl.is_file():
-            for line in self.jsonl.read_text().splitlines():
-                if line.strip():
-                    row = json.loads(line)
-                    if row["epoch"] <= epoch:
-                        rows.append(row)
-        self.rows = rows
+        rows, bad = read_rows(self.jsonl) if self.jsonl.is_file() else ([], 0)
+        if bad:
+            log.warning("%s: %d line(s) that are not metric rows (a write cut short?) are dropped", self.jsonl, bad)
+        self.rows = [row for row in rows if row["epoch"] <= epoch]
         self._rewrite()
 
     def append(self, row: dict) -> None:

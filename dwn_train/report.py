@@ -24,6 +24,8 @@ from pathlib import Path
 
 import yaml
 
+from .metrics import read_rows
+
 COLUMNS = ("config", "n", "test_acc_mean", "test_acc_sd", "test_acc_min", "test_acc_max", "best_val_test_acc_mean",
            "best_val_test_acc_sd", "best_val_epoch_mean", "seconds_per_epoch", "jobs")
 
@@ -54,21 +56,35 @@ def _job(folder: Path) -> Job | None:
     metrics, failed = folder / "metrics.jsonl", folder / "failed.json"
     if not metrics.is_file() and not failed.is_file():
         return None
-    overrides_file = folder / ".hydra" / "overrides.yaml"
-    overrides = yaml.safe_load(overrides_file.read_text()) or [] if overrides_file.is_file() else []
-    job = Job(folder, [str(o) for o in overrides])
+    job = Job(folder, _overrides(folder / ".hydra" / "overrides.yaml"))
     if failed.is_file():
         try:
             record = json.loads(failed.read_text())
         except (OSError, ValueError):
+            record = None
+        if not isinstance(record, dict):
             record = {"error": "unreadable failed.json"}
-        job.failed, job.exit_code = record.get("error", "failed"), int(record.get("exit_code", 1))
+        code = record.get("exit_code", 1)
+        job.failed = str(record.get("error", "failed"))
+        job.exit_code = code if isinstance(code, int) and not isinstance(code, bool) and 0 < code < 256 else 1
     elif metrics.is_file():
-        job.rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+        job.rows, bad = read_rows(metrics)
         epochs, done = _planned_epochs(folder), job.rows[-1]["epoch"] if job.rows else 0
-        if epochs is not None and done < epochs:  # killed, or still running: its last row is not a final one
+        if bad:  # listed, not averaged: its figures cannot all be read
+            job.failed, job.exit_code = f"metrics.jsonl has {bad} unreadable line(s)", 1
+        elif epochs is not None and done < epochs:  # killed, or still running: its last row is not a final one
             job.failed, job.exit_code = f"incomplete: {done} of {epochs} epochs (killed, or still running)", 1
     return job
+
+
+def _overrides(path: Path) -> list[str]:
+    """Hydra's record of a job's command-line overrides (a YAML list of strings); none when there
+    is no such file or it is not such a list."""
+    try:
+        overrides = yaml.safe_load(path.read_bytes()) if path.is_file() else []
+    except (OSError, yaml.YAMLError):
+        return []
+    return [str(o) for o in overrides] if isinstance(overrides, list) else []
 
 
 def _planned_epochs(folder: Path):
@@ -256,11 +272,19 @@ def main(argv=None) -> None:
         print(f"dwn-report: error: {', '.join(missing)} is not a folder; give run or sweep folders.", file=sys.stderr)
         sys.exit(2)
     out = Path(args.out or Path("outputs") / "report" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S.%f"))
-    table, failed = report(collect(args.paths), out, f"dwn-report ({len(args.paths)} folder(s))")
-    if not table and not failed:
+    if out.exists() and not out.is_dir():
+        print(f"dwn-report: error: --out {out} is a file; give a folder for the summary files.", file=sys.stderr)
+        sys.exit(2)
+    jobs = [job for job in collect(args.paths) if job.rows or job.failed]
+    if not jobs:  # nothing to summarise: no summary files either
         print(f"dwn-report: error: no runs found under {', '.join(args.paths)} (a run folder holds "
               "metrics.jsonl).", file=sys.stderr)
         sys.exit(2)
+    try:
+        table, failed = report(jobs, out, f"dwn-report ({len(args.paths)} folder(s))")
+    except OSError as exc:
+        print(f"dwn-report: error: {out}: {exc.strerror or exc}.", file=sys.stderr)
+        sys.exit(1)
     print(f"dwn-report: wrote {out / 'summary.csv'}, {out / 'summary.md'}" +
           (f", {out / 'curves.png'}" if table else ""))
 

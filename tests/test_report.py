@@ -88,6 +88,40 @@ def test_dwn_report_refuses_a_missing_folder(tmp_path, capsys):
     assert exit_.value.code == 2 and "is not a folder" in capsys.readouterr().err
 
 
+def test_damaged_job_records_are_listed_not_tracebacks(sweep, tmp_path, capsys):
+    """A metrics line cut short by a killed write, rows that are not metric rows, bytes that are not
+    UTF-8, overrides that are not a YAML list, a failed.json with an odd exit code: each job is
+    listed as failed (or read without its overrides), the others are summarised."""
+    (sweep / "0" / "metrics.jsonl").write_bytes((sweep / "0" / "metrics.jsonl").read_bytes() + b'{"epoch": 3, "te')
+    _job(sweep / "4", ["optimizer.lr=0.5"], [0.5])
+    (sweep / "4" / "metrics.jsonl").write_text('{"epoch": 1, "test_acc": "high"}\n[1, 2]\n{"test_acc": 0.5}\n')
+    _job(sweep / "5", ["optimizer.lr=0.5"], [0.5])
+    (sweep / "5" / "metrics.jsonl").write_bytes(b'\xff\xfe{"epoch": 1}\n')
+    _job(sweep / "6", [], [0.6, 0.7])
+    (sweep / "6" / ".hydra" / "overrides.yaml").write_text("key: [unclosed\n")
+    (sweep / "7" / ".hydra").mkdir(parents=True)
+    (sweep / "7" / "failed.json").write_text('{"exit_code": "two", "error": ["x"]}')
+    jobs = {job.folder.name: job for job in collect([sweep])}
+    assert jobs["0"].failed == "metrics.jsonl has 1 unreadable line(s)" and len(jobs["0"].rows) == 2
+    assert jobs["4"].failed == "metrics.jsonl has 3 unreadable line(s)" and jobs["4"].rows == []
+    assert jobs["5"].failed == "metrics.jsonl has 1 unreadable line(s)"
+    assert jobs["6"].failed is None and jobs["6"].overrides == []
+    assert jobs["7"].exit_code == 1 and jobs["7"].failed == "['x']"
+    main([str(sweep), "--out", str(tmp_path / "report")])  # no traceback
+    assert "metrics.jsonl has 1 unreadable line(s)" in (tmp_path / "report" / "summary.md").read_text()
+
+
+def test_dwn_report_refuses_an_out_file_and_writes_nothing_without_runs(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    (tmp_path / "empty").mkdir()
+    for args, words in (([str(tmp_path / "empty"), "--out", str(tmp_path / "file")], "is a file; give a folder"),
+                        ([str(tmp_path / "empty"), "--out", str(tmp_path / "report")], "no runs found")):
+        with pytest.raises(SystemExit) as exit_:
+            main(args)
+        assert exit_.value.code == 2 and words in capsys.readouterr().err
+    assert not (tmp_path / "report").exists()
+
+
 @pytest.mark.slow
 def test_every_sweep_ends_with_a_summary_even_with_a_failed_job(tmp_path):
     sweep = tmp_path / "sweep"

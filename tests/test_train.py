@@ -264,3 +264,13 @@ def test_the_monitor_is_compared_as_the_metric_it_names_on_resume(tmp_path):
     with pytest.raises(DWNError, match=r"trainer.checkpoint.monitor=val_acc \(today train_loss\)"):
         training._check_resumable(compose([*SMALL, "trainer.val_fraction=0.1", "trainer.checkpoint.monitor=train_loss"]),
                                   trained, tmp_path)
+
+
+def test_a_resume_reads_past_a_metrics_line_cut_short_by_the_kill(compose_cfg, tmp_path):
+    """SIGKILL during an append leaves half a line (or bytes that are not UTF-8) at the end of
+    metrics.jsonl: the resume drops it with a warning and writes whole rows from there."""
+    train(compose_cfg([*SMALL, "trainer.epochs=2"]), tmp_path)
+    with (tmp_path / "metrics.jsonl").open("ab") as handle:
+        handle.write(b'{"epoch": 3, "train_loss": 0.\xff')
+    train(compose_cfg([*SMALL, "trainer.epochs=3", "trainer.resume=auto"]), tmp_path)
+    assert [row["epoch"] for row in _rows(tmp_path)] == [1, 2, 3]
