@@ -89,14 +89,47 @@ def load_checkpoint(path, map_location="cpu") -> dict:
                            "refusing to load it (dwn-train checkpoints hold only tensors and plain data).") from exc
         raise DWNError(f"checkpoint {str(path)!r} is not a torch checkpoint file (its bytes are not a file that "
                        "torch.save wrote).") from exc
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+    except Exception as exc:  # any other bytes: torch's unpickler fails in many ways (KeyError on a text file)
         raise DWNError(f"checkpoint {str(path)!r} is truncated or not a torch file ({type(exc).__name__}).") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DWNError(f"checkpoint {str(path)!r} is not a dwn-train checkpoint.")
-    if payload.get("version", 0) > VERSION:
-        raise DWNError(f"checkpoint {str(path)!r} has format version {payload['version']}; this dwn-train reads "
+    version = payload.get("version", 0)
+    if not _is_int(version):
+        raise DWNError(f"checkpoint {str(path)!r} has an unreadable format version {version!r}; it is damaged.")
+    if version > VERSION:
+        raise DWNError(f"checkpoint {str(path)!r} has format version {version}; this dwn-train reads "
                        f"up to {VERSION}: upgrade dwn-train.")
+    damage = _damage(payload)
+    if damage:
+        raise DWNError(f"checkpoint {str(path)!r} is damaged or incomplete: {damage}.")
     return payload
+
+
+# what every reader of a payload relies on: key -> (what it must be, its test)
+_SHAPE = {
+    "model": ("a state dict", lambda v: isinstance(v, dict)),
+    "encoder": ("a state dict", lambda v: isinstance(v, dict)),
+    "config": ("the training config", lambda v: isinstance(v, dict) and all(
+        isinstance(v.get(group), dict) for group in ("dataset", "encoding", "model", "trainer"))),
+    "data": ("the data description", lambda v: isinstance(v, dict) and _is_int(v.get("in_features"))
+             and _is_int(v.get("num_classes")) and isinstance(v.get("feature_shape"), (list, tuple))),
+    "epoch": ("an epoch count", lambda v: _is_int(v) and v >= 0),
+    "step": ("a step count", lambda v: _is_int(v) and v >= 0),
+}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _damage(payload: dict) -> str | None:
+    """What is missing or malformed in a payload (the first such key), or None."""
+    for key, (what, ok) in _SHAPE.items():
+        if key not in payload:
+            return f"no {key!r} entry ({what})"
+        if not ok(payload[key]):
+            return f"its {key!r} entry is not {what}"
+    return None
 
 
 def rng_state() -> dict:
@@ -129,18 +162,24 @@ def restore(path, dataset: dict | None = None) -> Restored:
     """Read a checkpoint and rebuild its encoder and model from its own stored config; `dataset`
     ({key: value}, e.g. from data_overrides) replaces stored dataset keys (the data moved)."""
     from .config import stored_config
-    from .model import build_encoder, build_model
+    from .model import build_encoder, build_model, check_encoding, check_model
 
     payload = load_checkpoint(path)
     where = f"checkpoint {str(path)!r}"
-    if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("data"), dict):
-        raise DWNError(f"{where} has no stored config or data description; it was not written by dwn-train.")
-    config = stored_config(payload["config"])
-    for key, value in (dataset or {}).items():
-        config.dataset[key] = value
     data = payload["data"]
-    encoder = build_encoder(config.encoding)
-    model = build_model(config.model, int(data["in_features"]), int(data["num_classes"]))
+    try:  # the stored config is today's schema over what was saved; a value no build accepts is damage
+        config = stored_config(payload["config"])
+        for key, value in (dataset or {}).items():
+            config.dataset[key] = value
+        check_encoding(config.encoding)
+        check_model(config.model)
+        encoder = build_encoder(config.encoding)
+        model = build_model(config.model, int(data["in_features"]), int(data["num_classes"]))
+    except DWNError as exc:
+        raise DWNError(f"{where}'s stored config does not build a model: {exc}") from None
+    except Exception as exc:  # OmegaConf's validation, a missing or mistyped entry
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DWNError(f"{where}'s stored config is damaged ({type(exc).__name__}: {first}).") from None
     load_state(encoder, payload["encoder"], f"{where}'s encoder")
     load_state(model, payload["model"], where)
     return Restored(Path(path), payload, config, encoder, model.eval(), data)

@@ -27,6 +27,14 @@ def build_encoder(cfg) -> Thermometer:
     return ENCODERS[cfg.kind](int(cfg.num_bits), feature_wise=bool(cfg.feature_wise))
 
 
+def check_encoding(cfg) -> None:
+    """Check the `encoding` group's values; a DWNError names the key."""
+    if cfg.kind not in ENCODERS:
+        raise DWNError(f"encoding.kind must be one of {', '.join(ENCODERS)}; got {cfg.kind!r}.")
+    if cfg.num_bits is None or cfg.num_bits < 1:
+        raise DWNError(f"encoding.num_bits must be a positive integer; got {cfg.num_bits}.")
+
+
 def check_model(cfg) -> None:
     """Check the `model` group's values (before any data loads); a DWNError names the key."""
     if not cfg.layers:

@@ -153,6 +153,10 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     state = load_checkpoint(resume) if resume is not None else None
 
     if state is not None:
+        lacking = [key for key in ("optimizer", "rng") if not isinstance(state.get(key), dict)]
+        if lacking:  # what only a resume needs (dwn-eval and dwn-export read such a checkpoint)
+            raise DWNError(f"checkpoint {str(resume)!r} cannot be resumed: it has no {' or '.join(lacking)} state; "
+                           "evaluate or export it, or start a fresh run.")
         _check_resumable(cfg, state, resume)
     if state is not None and state["epoch"] >= t.epochs:
         raise DWNError(f"checkpoint {str(resume)!r} has already trained {state['epoch']} epochs and trainer.epochs="

@@ -15,7 +15,7 @@ import math
 from .data import IMAGE_KINDS, LOADERS
 from .errors import DWNError
 from .lut import BACKENDS
-from .model import ENCODERS, check_model
+from .model import check_encoding, check_model
 from .optim import CAPTURABLE, OPTIMIZERS, SCHEDULERS
 
 STRATEGIES = ("single", "ddp")
@@ -28,8 +28,7 @@ MONITORS = ("train_loss", "train_acc", "val_acc")
 def validate_train_config(cfg) -> None:
     """Raise a DWNError naming the first bad value of `cfg` (the composed train config)."""
     _dataset(cfg.dataset)
-    _one_of("encoding.kind", cfg.encoding.kind, ENCODERS)
-    _positive("encoding.num_bits", cfg.encoding.num_bits)
+    check_encoding(cfg.encoding)
     check_model(cfg.model)
     _optimizer(cfg.optimizer)
     _scheduler(cfg.scheduler)

@@ -15,9 +15,16 @@ from dwn_train.model import build_encoder, build_model
 from conftest import SMALL, compose
 
 
+def _minimal(epoch):
+    """The smallest payload load_checkpoint accepts."""
+    config = {group: {} for group in ("dataset", "encoding", "model", "trainer")}
+    return {"model": {}, "encoder": {}, "config": config, "epoch": epoch, "step": 0,
+            "data": {"in_features": 4, "num_classes": 2, "feature_shape": [4]}}
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    save_checkpoint({"epoch": 1}, path)
+    save_checkpoint(_minimal(1), path)
 
     def broken_save(obj, handle):
         handle.write(b"partial")
@@ -25,7 +32,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", broken_save)
     with pytest.raises(RunError, match=f"could not write the checkpoint {path} .disk full.; the previous last.pt is kept"):
-        save_checkpoint({"epoch": 2}, path)
+        save_checkpoint(_minimal(2), path)
     monkeypatch.undo()
     assert load_checkpoint(path)["epoch"] == 1
     assert os.listdir(tmp_path) == ["last.pt"]
@@ -115,8 +122,32 @@ def test_restore_reports_weights_that_do_not_fit_and_missing_config(tmp_path):
         restore(tmp_path / "c.pt")
     del payload["config"]
     save_checkpoint(payload, tmp_path / "c.pt")
-    with pytest.raises(DWNError, match="no stored config"):
+    with pytest.raises(DWNError, match="damaged or incomplete: no 'config' entry"):
         restore(tmp_path / "c.pt")
+
+
+@pytest.mark.parametrize("damage, words", [
+    (lambda p: p.pop("epoch"), "no 'epoch' entry"),
+    (lambda p: p["data"].pop("in_features"), "its 'data' entry is not the data description"),
+    (lambda p: p["config"].pop("model"), "its 'config' entry is not the training config"),
+    (lambda p: p.update(version="x"), "unreadable format version 'x'"),
+    (lambda p: p["config"]["encoding"].update(kind="zzz"), "stored config does not build a model: encoding.kind"),
+    (lambda p: p["config"]["model"]["layers"][0].update(n=99), "stored config does not build a model: "
+                                                              r"model.layers\[0\].n"),
+])
+def test_a_damaged_payload_is_named_not_a_traceback(tmp_path, damage, words):
+    _, _, payload = _trained_payload(compose(SMALL))
+    damage(payload)
+    save_checkpoint(payload, tmp_path / "c.pt")
+    with pytest.raises(DWNError, match=words):
+        restore(tmp_path / "c.pt")
+
+
+@pytest.mark.parametrize("content", [b"hello", b"h\x00", b"j" * 9, b""])
+def test_bytes_that_are_not_a_torch_file_are_one_sentence(tmp_path, content):
+    (tmp_path / "c.pt").write_bytes(content)
+    with pytest.raises(DWNError, match="is truncated or not a torch file"):
+        load_checkpoint(tmp_path / "c.pt")
 
 
 def test_stored_configs_with_renamed_keys_still_load():

@@ -274,3 +274,15 @@ def test_a_resume_reads_past_a_metrics_line_cut_short_by_the_kill(compose_cfg, t
         handle.write(b'{"epoch": 3, "train_loss": 0.\xff')
     train(compose_cfg([*SMALL, "trainer.epochs=3", "trainer.resume=auto"]), tmp_path)
     assert [row["epoch"] for row in _rows(tmp_path)] == [1, 2, 3]
+
+
+def test_a_checkpoint_without_optimizer_state_is_refused_for_resume_only(compose_cfg, tmp_path):
+    from dwn_train.checkpoint import restore, save_checkpoint
+
+    train(compose_cfg([*SMALL, "trainer.epochs=1"]), tmp_path / "run")
+    payload = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    del payload["rng"]
+    save_checkpoint(payload, tmp_path / "c.pt")
+    with pytest.raises(DWNError, match="cannot be resumed: it has no rng state"):
+        train(compose_cfg([*SMALL, "trainer.epochs=2", f"trainer.resume={tmp_path / 'c.pt'}"]), tmp_path / "again")
+    assert restore(tmp_path / "c.pt").payload["epoch"] == 1  # still good for dwn-eval and dwn-export
