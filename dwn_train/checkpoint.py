@@ -58,7 +58,10 @@ def save_checkpoint(payload: dict, path: Path) -> None:
             os.close(dir_fd)
     except (OSError, RuntimeError) as exc:  # torch's zip writer reports a full disk as a RuntimeError
         kept = f"the previous {path.name} is kept" if path.is_file() else "no earlier checkpoint existed"
-        raise RunError(f"could not write the checkpoint {path} ({os_reason(exc)}); {kept}.") from exc
+        reason = os_reason(exc)
+        if isinstance(exc, RuntimeError) and "unexpected pos" in reason:  # what torch's zip writer says then
+            reason += "; the disk is most likely full"
+        raise RunError(f"could not write the checkpoint {path} ({reason}); {kept}.") from exc
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)

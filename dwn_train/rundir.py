@@ -56,10 +56,14 @@ def own(run_dir: Path):
             holder = handle.read().strip() or "unknown"
             raise DWNError(f"the run folder {run_dir} is in use by another running dwn-train (pid {holder}); wait "
                            "for it to finish or choose another folder with hydra.run.dir=DIR.") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
+        try:  # the pid, for the message a second run gets
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+        except OSError as exc:  # a full disk: say so before anything else is written
+            raise RunError(f"the run folder {run_dir} cannot be written ({os_reason(exc)}); free space or choose "
+                           "another with hydra.run.dir=DIR.") from None
         from .checkpoint import remove_stale_temporaries  # (imports torch: only once a run starts)
 
         remove_stale_temporaries(run_dir / "checkpoints")
@@ -70,4 +74,7 @@ def own(run_dir: Path):
             _HELD.discard(key)
             _BEGUN.discard(key)
     finally:
-        handle.close()  # closing releases the lock
+        try:
+            handle.close()  # closing releases the lock
+        except OSError:
+            pass  # the pid line could not be flushed (a full disk); the lock is released all the same

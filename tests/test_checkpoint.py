@@ -43,8 +43,8 @@ def test_a_full_disk_in_torchs_zip_writer_is_one_sentence(tmp_path, monkeypatch)
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 512 vs 448\nframe #0 ...")
 
     monkeypatch.setattr(torch, "save", full)
-    with pytest.raises(RunError, match=r"\(\[enforce fail at inline_container.cc:664\] . unexpected pos 512 vs 448\); "
-                                       "no earlier checkpoint existed"):
+    with pytest.raises(RunError, match=r"\(\[enforce fail at inline_container.cc:664\] . unexpected pos 512 vs 448; "
+                                       r"the disk is most likely full\); no earlier checkpoint existed"):
         save_checkpoint({"epoch": 1}, tmp_path / "c" / "last.pt")
     assert os.listdir(tmp_path / "c") == []
 

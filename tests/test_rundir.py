@@ -47,3 +47,27 @@ def test_an_unmakeable_folder_is_a_run_error(tmp_path):
     with pytest.raises(RunError, match="cannot be written"):
         with own(tmp_path / "file" / "run"):
             pass
+
+
+def test_a_full_disk_when_taking_the_folder_is_a_run_error(tmp_path, monkeypatch):
+    import errno
+
+    from dwn_train import rundir
+
+    class Full:  # a lock file on a full disk: the pid line cannot be written
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir, "open", lambda *args: Full(open(*args)), raising=False)
+    with pytest.raises(RunError, match="cannot be written .No space left on device.; free space"):
+        with own(tmp_path / "run"):
+            pytest.fail("the block ran on a full disk")
+    monkeypatch.undo()
+    with own(tmp_path / "run"):  # the lock was released
+        pass
