@@ -146,6 +146,8 @@ def _read_csv(path_value, target: str, what: str):
         raise DWNError(f"dataset.target={target!r} is not a column of {path}; columns are {', '.join(header)}.")
     column = header.index(target)
     features = [c for c in range(len(header)) if c != column]
+    if not features:
+        raise DWNError(f"{what}={str(path)!r} has no feature columns: its only column is dataset.target={target!r}.")
     values = np.empty((len(body), len(features)), dtype=np.float64)
     for r, row in enumerate(body):
         if len(row) != len(header):
@@ -157,15 +159,26 @@ def _read_csv(path_value, target: str, what: str):
                 raise DWNError(f"{path} row {r + 2}, column {header[source]!r}: {row[source]!r} is not a number.") from None
     if not np.isfinite(values).all():
         raise DWNError(f"{path} has empty, NaN or infinite feature values; clean or impute the data first.")
-    return values, np.asarray([row[column] for row in body])
+    if (np.abs(values) > FLOAT32_MAX).any():
+        raise DWNError(f"{path} has feature values beyond what float32 holds (|x| > {FLOAT32_MAX:.3g}); rescale them.")
+    return values, np.asarray([row[column] for row in body]), [header[c] for c in features]
+
+
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 def _csv(cfg) -> Splits:
-    x, y = _read_csv(cfg.path, cfg.target, "dataset.path")
+    """dataset=csv: the file in dataset.path, split by test_fraction, or with dataset.test_path as the
+    test split; that file's columns are matched to the training file's by name, in any order."""
+    x, y, names = _read_csv(cfg.path, cfg.target, "dataset.path")
     if cfg.test_path:
-        x_test, y_test = _read_csv(cfg.test_path, cfg.target, "dataset.test_path")
-        if x_test.shape[1] != x.shape[1]:
-            raise DWNError(f"dataset.test_path has {x_test.shape[1]} feature columns; dataset.path has {x.shape[1]}.")
+        x_test, y_test, test_names = _read_csv(cfg.test_path, cfg.target, "dataset.test_path")
+        missing, extra = [n for n in names if n not in test_names], [n for n in test_names if n not in names]
+        if missing or extra or len(set(test_names)) != len(test_names):
+            raise DWNError(f"dataset.test_path's feature columns are not dataset.path's: missing "
+                           f"{', '.join(missing) or 'none'}; extra {', '.join(extra) or 'none'}"
+                           f"{'; some named twice' if len(set(test_names)) != len(test_names) else ''}.")
+        x_test = x_test[:, [test_names.index(n) for n in names]]  # the training file's column order
         return _from_numpy(Path(cfg.path).stem, x, y, x_test, y_test)
     return _split(Path(cfg.path).stem, x, y, cfg)
 

@@ -67,8 +67,32 @@ def test_csv_with_a_test_file_shares_labels_across_both(tmp_path):
     assert splits.x_train.tolist() == [[1, 2], [3, 4], [5, 6]] and splits.x_test.tolist() == [[7, 8], [9, 10]]
     wide = tmp_path / "wide.csv"
     wide.write_text("a,b,c,y\n1,2,3,cat\n")
-    with pytest.raises(DWNError, match="dataset.test_path has 3 feature columns; dataset.path has 2"):
+    with pytest.raises(DWNError, match="dataset.test_path's feature columns are not dataset.path's: missing none; "
+                                       "extra c"):
         load_dataset(_cfg(kind="csv", path=str(train_csv), test_path=str(wide), target="y"))
+
+
+def test_a_test_file_is_read_by_column_name_not_position(tmp_path):
+    train_csv, test_csv = tmp_path / "train.csv", tmp_path / "test.csv"
+    train_csv.write_text("a,b,y\n1,2,cat\n3,4,dog\n")
+    test_csv.write_text("y,b,a\ndog,20,10\n")  # the same columns in another order
+    splits = load_dataset(_cfg(kind="csv", path=str(train_csv), test_path=str(test_csv), target="y"))
+    assert splits.x_test.tolist() == [[10, 20]] and splits.y_test.tolist() == [1]
+    renamed = tmp_path / "renamed.csv"
+    renamed.write_text("a,B,y\n1,2,cat\n")
+    with pytest.raises(DWNError, match="missing b; extra B"):
+        load_dataset(_cfg(kind="csv", path=str(train_csv), test_path=str(renamed), target="y"))
+
+
+@pytest.mark.parametrize("content, words", [
+    ("y\ncat\ndog\n", "has no feature columns: its only column is dataset.target='y'"),
+    ("a,y\n1e300,cat\n2,dog\n", "beyond what float32 holds"),
+])
+def test_csv_files_a_model_cannot_read_are_named(tmp_path, content, words):
+    path = tmp_path / "d.csv"
+    path.write_text(content)
+    with pytest.raises(DWNError, match=words):
+        load_dataset(_cfg(kind="csv", path=str(path), target="y"))
 
 
 def test_the_validation_split_partitions_train_and_the_encoder_sees_only_the_rest(compose_cfg):
