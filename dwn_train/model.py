@@ -15,6 +15,7 @@ from .errors import DWNError, InvalidArgument
 from .layers import GroupSum, LUTLayer, ReductionHead, check_lut_args
 from .lut import MAX_N
 from .regularizers import KINDS as REGULARIZERS
+from .resources import check_memory
 from .thermometer import DistributiveThermometer, GaussianThermometer, Thermometer
 
 ENCODERS = {"distributive": DistributiveThermometer, "uniform": Thermometer, "gaussian": GaussianThermometer}
@@ -59,6 +60,13 @@ def check_model(cfg) -> None:
 
 def build_model(cfg, in_features: int, num_classes: int) -> nn.Sequential:
     """LUT layers then the head; `cfg` is the `model` config group (checked by check_model)."""
+    sizes, width = 0, in_features  # float32 parameters, with their gradients and two Adam moments
+    for layer in cfg.layers:
+        n, out = int(layer.n), int(layer.out_features)
+        sizes += out * 2**n + (width * out * n if layer.mapping == "learnable" else 0)
+        width = out
+    check_memory(16 * sizes, "the model (parameters, gradients and optimizer state)",
+                 "model.layers[*].out_features or n")
     modules, width = [], in_features
     for layer in cfg.layers:
         modules.append(LUTLayer(width, int(layer.out_features), n=int(layer.n), mapping=layer.mapping,

@@ -13,6 +13,7 @@ from torch import nn
 from .data import load_dataset
 from .errors import DWNError
 from .model import build_encoder, input_width
+from .resources import check_memory
 
 
 @dataclass
@@ -83,6 +84,9 @@ def prepare_data(cfg, device, encoder=None, expect=None, only=None) -> Prepared:
         splits_raw["val"] = (x_train[order[:num_val]], y_train[order[:num_val]])
         x_train, y_train = x_train[order[num_val:]], y_train[order[num_val:]]
     splits_raw["train"] = (x_train, y_train)
+    samples = sum(len(x) for x, _ in splits_raw.values())
+    check_memory(samples * x_train[0].numel() * cfg.encoding.num_bits * 1.0, "the encoded data (one byte per bit)",
+                 "encoding.num_bits")
     if encoder is None:
         encoder = build_encoder(cfg.encoding).fit(x_train)
     splits = {name: (encode(encoder, x, device), y.to(device)) for name, (x, y) in splits_raw.items()

@@ -2,11 +2,14 @@
 
 In a checkout (and an editable install) they sit next to the package directory; in a wheel the
 build copies them inside the package (see pyproject.toml). This module is the only place that
-knows both layouts, so every other module asks here.
+knows both layouts, so every other module asks here. It also knows the machine's memory:
+`check_memory` refuses, in one sentence, a size that could never fit (before torch tries to
+allocate it and fails with a traceback, or the system starts swapping).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
@@ -30,3 +33,21 @@ def conf_dir() -> Path:
 def kernels_dir() -> Path:
     """The directory that holds the CUDA kernel sources (`*.cu`, `*.cuh`)."""
     return _resource_dir("kernels")
+
+
+def physical_memory() -> int | None:
+    """The machine's RAM in bytes, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def check_memory(nbytes: float, what: str, fix: str) -> None:
+    """A DWNError when `what` needs more than the machine's whole memory (`fix`: the settings to lower)."""
+    from .errors import DWNError
+
+    total = physical_memory()
+    if total is not None and nbytes > total:
+        raise DWNError(f"{what} needs about {nbytes / 2**30:,.1f} GiB, more than this machine's "
+                       f"{total / 2**30:,.1f} GiB of memory; lower {fix}.")

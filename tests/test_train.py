@@ -286,3 +286,12 @@ def test_a_checkpoint_without_optimizer_state_is_refused_for_resume_only(compose
     with pytest.raises(DWNError, match="cannot be resumed: it has no rng state"):
         train(compose_cfg([*SMALL, "trainer.epochs=2", f"trainer.resume={tmp_path / 'c.pt'}"]), tmp_path / "again")
     assert restore(tmp_path / "c.pt").payload["epoch"] == 1  # still good for dwn-eval and dwn-export
+
+
+@pytest.mark.parametrize("override, words", [
+    ("encoding.num_bits=100000000000", "the encoded data .* needs about .* GiB, more than this machine's"),
+    ("model.layers.1.out_features=100000000000", r"the model \(parameters, gradients and optimizer state\) needs"),
+])
+def test_sizes_no_machine_holds_are_refused_before_allocating(compose_cfg, tmp_path, override, words):
+    with pytest.raises(DWNError, match=words):
+        train(compose_cfg([*SMALL, "trainer.epochs=1", override]), tmp_path)
