@@ -81,6 +81,8 @@ def test_input_format_with_explicit_widths_and_what_it_refuses():
         InputFormat.infer(x, bits=40)
     with pytest.raises(DWNError, match="need 5 integer bits .* 8 input bits with 6 fraction bits cannot hold"):
         InputFormat.infer(x, bits=8, frac_bits=6)
+    with pytest.raises(DWNError, match="frac_bits must be >= 0 .*; got -1"):
+        InputFormat.infer(x, frac_bits=-1)
     with pytest.raises(DWNError, match=r"need 9 integer bits \(sign included\); 8 input bits cannot hold them"):
         InputFormat.infer(np.array([[0, 255]]), bits=8)
     assert InputFormat.infer(np.array([[-np.inf, 0.5], [7.9, np.inf]])) == InputFormat(16, 11, True)  # inf saturates
@@ -436,6 +438,13 @@ def test_fpga_settings_are_checked_before_any_work(digits_checkpoint, tmp_path):
         run_export(_export_cfg(digits_checkpoint, tmp_path / "out", format="verilog", fpga="ice40",
                                fpga_device="hx8"), tmp_path)
     assert not (tmp_path / "out").exists()
+
+
+def test_an_out_that_is_a_file_is_named_and_kept(digits_checkpoint, tmp_path):
+    (tmp_path / "out").write_text("mine")
+    with pytest.raises(dwn.DWNError, match="is a file; give a folder for the exported files"):
+        run_export(_export_cfg(digits_checkpoint, tmp_path / "out", format="c"), tmp_path)
+    assert (tmp_path / "out").read_text() == "mine"
 
 
 def test_a_wrong_fpga_device_is_named_even_without_the_tools(monkeypatch):

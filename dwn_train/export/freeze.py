@@ -88,7 +88,9 @@ class InputFormat:
                 raise DWNError(f"The features need {int_bits} integer bits (sign included); {bits} input bits "
                                "cannot hold them: raise input_bits.")
             frac_bits = bits - int_bits
-        if frac_bits < 0 or int_bits + frac_bits > bits:
+        if frac_bits < 0:
+            raise DWNError(f"frac_bits must be >= 0 (fraction bits of the fixed-point inputs); got {frac_bits}.")
+        if int_bits + frac_bits > bits:
             raise DWNError(f"The features need {int_bits} integer bits (sign included); {bits} input bits with "
                            f"{frac_bits} fraction bits cannot hold them: raise input_bits or lower frac_bits.")
         return cls(bits, frac_bits, True)

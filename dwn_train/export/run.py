@@ -120,6 +120,8 @@ def _hardware(cfg, net: FrozenNetwork, out_dir: Path, numbers: dict, report: dic
 def run_export(cfg, run_dir: Path) -> str:
     if cfg.format not in FORMATS:
         raise DWNError(f"format must be one of {', '.join(FORMATS)}; got {cfg.format!r}.")
+    if cfg.out and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise DWNError(f"out={cfg.out} is a file; give a folder for the exported files.")
     if cfg.vectors is not None and cfg.vectors < 1:
         raise DWNError(f"vectors must be a positive integer; got {cfg.vectors}.")
     if cfg.fpga not in fpga.FPGAS or cfg.shell not in ("none", "serial"):
