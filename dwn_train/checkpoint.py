@@ -202,6 +202,7 @@ def load_state(module: nn.Module, state, what: str) -> None:
     try:
         module.load_state_dict(state)
     except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()] or [type(exc).__name__]
+        first = lines[0] if not lines[0].endswith(":") or len(lines) == 1 else f"{lines[0]} {lines[1]}"  # the detail
         raise DWNError(f"{what} does not fit the model its config describes (different layers or sizes?): "
                        f"{first}") from exc

@@ -143,6 +143,14 @@ def test_a_damaged_payload_is_named_not_a_traceback(tmp_path, damage, words):
         restore(tmp_path / "c.pt")
 
 
+def test_an_encoder_state_without_thresholds_names_the_missing_key(tmp_path):
+    _, _, payload = _trained_payload(compose(SMALL))
+    payload["encoder"] = {}
+    save_checkpoint(payload, tmp_path / "c.pt")
+    with pytest.raises(DWNError, match="encoder does not fit .*Missing key.s. in state_dict: \"thresholds\""):
+        restore(tmp_path / "c.pt")
+
+
 @pytest.mark.parametrize("content", [b"hello", b"h\x00", b"j" * 9, b""])
 def test_bytes_that_are_not_a_torch_file_are_one_sentence(tmp_path, content):
     (tmp_path / "c.pt").write_bytes(content)
