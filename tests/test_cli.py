@@ -309,7 +309,7 @@ def test_checkpoints_that_do_not_fit_their_config_are_one_sentence(which, small_
     _clean(*run_cli(which, f"checkpoint={tmp_path}/wrong.pt", *extra, f"hydra.run.dir={tmp_path}/a"), 2,
            "does not fit the model its config describes")
     _clean(*run_cli(which, f"checkpoint={tmp_path}/bare.pt", *extra, f"hydra.run.dir={tmp_path}/b"), 2,
-           "has no stored config")
+           "is damaged or incomplete: no 'config' entry")
 
 
 def test_eval_names_classes_and_finds_a_moved_csv(run_cli, tmp_path, monkeypatch):
