@@ -214,8 +214,9 @@ if wanted bench; then
 fi
 
 # --- train -------------------------------------------------------------------------------------
+# resume=overwrite: a rerun into the same OUTDIR replaces the earlier try instead of being refused
 TRAIN=(trainer.device=cuda "dataset.root=$DATA" "hydra.run.dir=$OUTDIR/mnist" trainer.checkpoint.save_best=false
-       trainer.plot=false ${DWN_TRAIN_ARGS:-trainer.cuda_graphs=true})
+       trainer.plot=false trainer.resume=overwrite ${DWN_TRAIN_ARGS:-trainer.cuda_graphs=true})
 epochs_table() {
     "$PY" - "$OUTDIR/mnist/metrics.jsonl" <<'EOF' | tee "$OUTDIR/mnist_epochs.txt"
 import json, pathlib, sys
