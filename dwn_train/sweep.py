@@ -18,6 +18,8 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from .report import job_order
+
 # written into the sweep folder when a sweep starts, holding the sweep's id; each job writes the id
 # into JOINED in its folder (a sweep folder reused by another sweep keeps that one's jobs too)
 STARTED = ".sweep_started"
@@ -28,8 +30,10 @@ class SweepReport(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         from . import cli
 
-        cli._started = True  # from here on an exit status is ours, not a composition error's
         sweep_dir = Path(config.hydra.sweep.dir)
+        if config.hydra.help.app_name == "dwn-train":
+            _refuse_a_held_folder(sweep_dir, list(config.hydra.overrides.task))
+        cli._started = True  # from here on an exit status is ours, not a composition error's
         try:
             sweep_dir.mkdir(parents=True, exist_ok=True)
             (sweep_dir / STARTED).write_text(uuid.uuid4().hex + "\n")
@@ -37,7 +41,7 @@ class SweepReport(Callback):
             pass  # the launcher will say why the folder cannot be made
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        from .report import collect, job_order, report
+        from .report import collect, report
 
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_id = _read(sweep_dir / STARTED)
@@ -54,6 +58,24 @@ class SweepReport(Callback):
         details = "; ".join(f"job {job.folder.name}: {job.failed}" for job in failed)
         print(f"{app}: {len(failed)} of {len(folders)} sweep jobs failed ({sweep_dir}): {details}", file=sys.stderr)
         sys.exit(max(job.exit_code for job in failed))
+
+
+def _refuse_a_held_folder(sweep_dir: Path, overrides: list) -> None:
+    """A training sweep into a folder whose job folders hold runs would have each job refused one by
+    one (train._check_fresh), after Hydra had rewritten its .hydra record: refuse the sweep at once,
+    unless it says what to do with them (trainer.resume=auto or overwrite)."""
+    if any(o.lstrip("+~").startswith("trainer.resume=") for o in overrides) or not sweep_dir.is_dir():
+        return
+    held = sorted((p.name for p in sweep_dir.iterdir() if p.is_dir() and (
+        any((p / "checkpoints").glob("*.pt")) or (p / "metrics.jsonl").is_file())), key=lambda n: job_order(Path(n)))
+    if held:
+        from .rundir import ANOTHER_FOLDER
+
+        print(f"dwn-train: error: the sweep folder {sweep_dir} already holds runs (job folders "
+              f"{', '.join(held[:5])}{' ...' if len(held) > 5 else ''}); continue them with trainer.resume=auto, "
+              f"start afresh with trainer.resume=overwrite, or choose another folder ({ANOTHER_FOLDER}).",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 def join(sweep_dir: Path, job_dir: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -88,9 +89,6 @@ def _resume_path(cfg, run_dir: Path):
     return Path(resume)
 
 
-ANOTHER_FOLDER = "hydra.run.dir=DIR; hydra.sweep.dir=DIR for a sweep"
-
-
 def _check_fresh(run_dir: Path, resume) -> None:
     """Refuse a fresh run in a folder holding another run's checkpoints or metrics (with
     trainer.resume=auto: its checkpoints; a run killed before its first checkpoint starts again)."""
@@ -106,10 +104,25 @@ def _check_fresh(run_dir: Path, resume) -> None:
     if resume == "auto":
         raise DWNError(f"trainer.resume=auto found no checkpoints/last.pt, and {held}: continue from one of its "
                        f"checkpoints with trainer.resume=PATH, start afresh there with trainer.resume=overwrite, or "
-                       f"choose another folder ({ANOTHER_FOLDER}).")
-    raise DWNError(f"the run folder {held}: continue it with trainer.resume=auto, start afresh there with "
-                   "trainer.resume=overwrite (its checkpoints and metrics are replaced), or choose another folder "
-                   f"({ANOTHER_FOLDER}).")
+                       f"choose another folder ({rundir.ANOTHER_FOLDER}).")
+    if (run_dir / "checkpoints" / "last.pt").is_file():
+        go_on = "continue it with trainer.resume=auto, "
+    elif len(found) > 1:
+        go_on = "continue from one of its checkpoints with trainer.resume=PATH, "
+    else:  # metrics only: nothing to continue from
+        go_on = ""
+    raise DWNError(f"the run folder {held}: {go_on}start afresh there with trainer.resume=overwrite (its "
+                   f"checkpoints, metrics and curves are removed first), or choose another folder ({rundir.ANOTHER_FOLDER}).")
+
+
+def _clear_records(run_dir: Path) -> None:
+    """What an earlier run left in the folder a fresh run starts in (trainer.resume=overwrite):
+    its checkpoints, curves and TensorBoard events, so nothing of it can be resumed or read as
+    this run's. (metrics.jsonl/csv are rewritten by MetricsLog.keep_through(0).)"""
+    for path in (run_dir / "checkpoints").glob("*.pt"):
+        path.unlink(missing_ok=True)
+    (run_dir / "curves.png").unlink(missing_ok=True)
+    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
 
 
 def _check_resumable(cfg, state: dict, resume: Path) -> None:
@@ -173,6 +186,9 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     monitor = monitor_key(t)
     higher = not monitor.endswith("loss")
     best, start_epoch, step = None, 1, 0
+    rundir.begin(run_dir)  # the first write of this run's records: the folder is this run's from here
+    if state is None and ctx.main:
+        _clear_records(run_dir)
     log = MetricsLog(run_dir, tensorboard=cfg.logger.kind == "tensorboard", enabled=ctx.main)
     if state is not None:
         load_state(model, state["model"], f"checkpoint {str(resume)!r}")
@@ -183,7 +199,6 @@ def _train(cfg, run_dir: Path, ctx) -> float:
         best, start_epoch, step = state["best_metric"], state["epoch"] + 1, state["step"]
         if ctx.main:
             console.log.info("resumed from %s at epoch %d", resume, state["epoch"])
-    rundir.begin(run_dir)  # the first write of this run's records: the folder is this run's from here
     log.keep_through(start_epoch - 1)
 
     y_train = data.splits["train"][1]
@@ -216,6 +231,8 @@ def _train(cfg, run_dir: Path, ctx) -> float:
                                        config=plain_config, data=data.describe())
                 if improved and t.checkpoint.save_best:
                     save_checkpoint(payload, run_dir / "checkpoints" / "best.pt")
+                    if not t.checkpoint.save_last:  # then the one a resume can start from
+                        progress["saved"] = (epoch, run_dir / "checkpoints" / "best.pt")
                 if t.checkpoint.save_last:
                     save_checkpoint(payload, run_dir / "checkpoints" / "last.pt")
                     progress["saved"] = (epoch, run_dir / "checkpoints" / "last.pt")

@@ -240,10 +240,13 @@ def test_a_fresh_run_does_not_replace_the_run_a_folder_holds(run_cli, tmp_path):
     code, out, err = run_cli("train", *TINY, "trainer.epochs=2", "trainer.resume=auto", f"hydra.run.dir={run}")
     _clean(code, out, err, 2, "trainer.resume=auto found no checkpoints/last.pt")
     assert {p: p.read_bytes() for p in kept} == kept
+    assert "continue from one of its checkpoints with trainer.resume=PATH" in err  # no last.pt to auto-resume
+    # overwrite removes the old run's records first: its best.pt must not outlive it when this run keeps none
     _clean(*run_cli("train", *TINY, "trainer.epochs=1", "optimizer.lr=0.001", "trainer.resume=overwrite",
-                    f"hydra.run.dir={run}"), 0, "dwn-train")
-    assert (run / "checkpoints" / "best.pt").read_bytes() != kept[run / "checkpoints" / "best.pt"]
+                    "trainer.checkpoint.save_best=false", f"hydra.run.dir={run}"), 0, "dwn-train")
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["last.pt"]
     assert "optimizer.lr=0.001" in (run / ".hydra" / "overrides.yaml").read_text()
+    assert [json.loads(line)["epoch"] for line in (run / "metrics.jsonl").read_text().splitlines()] == [1]
 
 
 def test_the_ctrl_c_advice_names_the_checkpoint_on_disk(tmp_path):

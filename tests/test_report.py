@@ -183,6 +183,11 @@ def test_a_sweep_folder_used_again_summarises_only_the_new_sweep(run_cli, tmp_pa
     ahead = time.time() + 86400
     for path in (tmp_path / "1").rglob("*"):
         os.utime(path, (ahead, ahead))
+    # without trainer.resume the sweep is refused before any job runs: no job folder changes
+    kept = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    code, _, err = run_cli("train", "-m", *TINY, "trainer.seed=2", f"hydra.sweep.dir={tmp_path}")
+    assert code == 2 and f"the sweep folder {tmp_path} already holds runs (job folders 0, 1)" in err, err
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == kept
     # job 0 again, replacing the old sweep's job 0 (on purpose: overwrite); job 1 is the old sweep's
     code, _, err = run_cli("train", "-m", *TINY, "trainer.seed=2", "trainer.resume=overwrite",
                            f"hydra.sweep.dir={tmp_path}")
