@@ -153,8 +153,9 @@ def _distributed_argv() -> None:
 
 
 def _named_dir(argv: list[str], key: str) -> str | None:
-    """The folder the last `key=VALUE` of `argv` names, as Hydra reads it (quotes removed), or None
-    when there is none or it holds an interpolation (${now:...}: only Hydra can resolve it)."""
+    """The folder the last `key=VALUE` of `argv` names, as Hydra reads it (quotes removed; a number
+    or bool as Hydra's string field stores it; "" when empty), or None when there is none or it holds an
+    interpolation (${now:...}: only Hydra can resolve it)."""
     given = [arg for arg in argv if arg.startswith(key + "=")]
     if not given:
         return None
@@ -164,7 +165,11 @@ def _named_dir(argv: list[str], key: str) -> str | None:
         value = OverridesParser.create().parse_override(given[-1]).value()
     except Exception:  # Hydra says what is wrong with the override when it parses it itself
         return None
-    return value if isinstance(value, str) and value and "${" not in value else None
+    if value is None:  # key= (Hydra reads an empty value as null)
+        return ""
+    if isinstance(value, (int, float)):  # as Hydra's string field stores it: 123 -> "123", 1e3 -> "1000.0"
+        return str(value)
+    return value if isinstance(value, str) and "${" not in value else None
 
 
 def _run_dir_problem(argv: list[str]) -> str | None:
@@ -219,9 +224,9 @@ def _entry(name: str, app) -> None:
             print(f"{name} (not installed; running from a checkout)")
         return
     _distributed_argv()
-    empty = [arg for arg in sys.argv[1:] if arg in ("hydra.run.dir=", "hydra.sweep.dir=")]
+    empty = [key for key in ("hydra.run.dir", "hydra.sweep.dir") if _named_dir(sys.argv[1:], key) == ""]
     if empty:
-        print(f"{name}: error: {empty[0][:-1]} is empty; name a folder, e.g. {empty[0]}outputs/my_run.", file=sys.stderr)
+        print(f"{name}: error: {empty[0]} is empty; name a folder, e.g. {empty[0]}=outputs/my_run.", file=sys.stderr)
         sys.exit(2)
     problem = None if any(a in ("--help", "-h", "--hydra-help", "--cfg", "-c") for a in sys.argv[1:]) \
         else _run_dir_problem(sys.argv[1:])

@@ -275,7 +275,12 @@ def _interrupted(progress: dict, run_dir: Path, words=()) -> str:
 def _hydra_value(path) -> str:
     """`path` as a Hydra override value: bare where Hydra's grammar takes it so, else in quotes."""
     text = str(path)
-    return text if re.fullmatch(r"[A-Za-z0-9_/.+-]+", text) else "'" + text.replace("'", "\\'") + "'"
+    if re.fullmatch(r"[A-Za-z0-9_/.+-]+", text):
+        return text
+    # in Hydra's quotes a backslash escapes the backslashes before a quote (or the end), and a quote;
+    # \${ is a literal ${ rather than an interpolation
+    body = re.sub(r"(\\*)(?='|$)", lambda m: m.group(1) * 2, text).replace("'", "\\'").replace("${", "\\${")
+    return f"'{body}'"
 
 
 # Hydra's flags that choose the configuration itself: a resume must repeat them

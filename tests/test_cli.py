@@ -11,6 +11,7 @@ import time
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from conftest import SMALL
 
@@ -207,8 +208,16 @@ def test_an_interpolation_that_does_not_resolve_is_one_sentence(run_cli, tmp_pat
     _clean(*run_cli(which, *extra, override, f"hydra.run.dir={tmp_path}"), 2, words)
 
 
-def test_an_empty_run_folder_is_refused_not_the_working_directory(run_cli, tmp_path):
-    _clean(*run_cli("train", *TINY, "hydra.run.dir="), 2, "hydra.run.dir is empty; name a folder")
+@pytest.mark.parametrize("empty", ["hydra.run.dir=", "hydra.run.dir=''"])
+def test_an_empty_run_folder_is_refused_not_the_working_directory(run_cli, tmp_path, empty):
+    _clean(*run_cli("train", *TINY, empty), 2, "hydra.run.dir is empty; name a folder")
+
+
+def test_run_folders_are_read_as_hydra_reads_them():
+    from dwn_train.cli import _named_dir
+
+    assert [_named_dir([f"hydra.run.dir={v}"], "hydra.run.dir") for v in ("123", "1e3", "true", "'/a b'", "${now:%H}")] \
+        == ["123", "1000.0", "True", "/a b", None]
 
 
 def test_a_quoted_run_folder_is_the_one_held_and_its_record_kept(run_cli, tmp_path, monkeypatch):
@@ -267,12 +276,13 @@ def test_the_ctrl_c_advice_is_a_command_the_shell_reads_back(tmp_path, monkeypat
 
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    run = tmp_path / "my rüns" / "it's"  # a space for the shell; non-ASCII and a quote for Hydra's grammar
+    run = tmp_path / "my rüns" / "it's \\" / "${x}"  # a space for the shell; the rest for Hydra's grammar
     said = _interrupted({"epoch": 2, "step": 9, "saved": (2, run / "checkpoints" / "last.pt")}, run,
                         ["--config-name", "my train", "trainer.seed=1"])
     words = shlex.split(said.split("resume with `")[1].split("`")[0])
     assert words[:5] == ["dwn-train", "--config-name", "my train", "trainer.seed=1", "trainer.resume=auto"]
-    assert OverridesParser.create().parse_override(words[5]).value() == str(run)
+    value = OverridesParser.create().parse_override(words[5]).value()
+    assert OmegaConf.create({"dir": value}).dir == str(run)  # as Hydra resolves it (\${ is a literal ${)
     assert words[5].startswith("hydra.run.dir=") and len(words) == 6
     plain = _interrupted({"epoch": 2, "step": 9, "saved": (1, tmp_path / "old.pt")}, tmp_path / "plain-run_1")
     assert f"trainer.resume={tmp_path / 'old.pt'} hydra.run.dir={tmp_path / 'plain-run_1'}`" in plain  # bare
