@@ -92,6 +92,8 @@ def load_checkpoint(path, map_location="cpu") -> dict:
                            "refusing to load it (dwn-train checkpoints hold only tensors and plain data).") from exc
         raise DWNError(f"checkpoint {str(path)!r} is not a torch checkpoint file (its bytes are not a file that "
                        "torch.save wrote).") from exc
+    except MemoryError:
+        raise
     except Exception as exc:  # any other bytes: torch's unpickler fails in many ways (KeyError on a text file)
         raise DWNError(f"checkpoint {str(path)!r} is truncated or not a torch file ({type(exc).__name__}).") from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
@@ -180,6 +182,8 @@ def restore(path, dataset: dict | None = None) -> Restored:
         model = build_model(config.model, int(data["in_features"]), int(data["num_classes"]))
     except DWNError as exc:
         raise DWNError(f"{where}'s stored config does not build a model: {exc}") from None
+    except MemoryError:
+        raise
     except Exception as exc:  # OmegaConf's validation, a missing or mistyped entry
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DWNError(f"{where}'s stored config is damaged ({type(exc).__name__}: {first}).") from None

@@ -142,6 +142,10 @@ def _read_csv(path_value, target: str, what: str):
     if len(rows) < 2:
         raise DWNError(f"{what}={str(path)!r} needs a header row and at least one data row.")
     header, body = rows[0], rows[1:]
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:
+        raise DWNError(f"{what}={str(path)!r} names the column(s) {', '.join(map(repr, twice))} more than once; "
+                       "give every column its own name.")
     if target not in header:
         raise DWNError(f"dataset.target={target!r} is not a column of {path}; columns are {', '.join(header)}.")
     column = header.index(target)
@@ -174,10 +178,9 @@ def _csv(cfg) -> Splits:
     if cfg.test_path:
         x_test, y_test, test_names = _read_csv(cfg.test_path, cfg.target, "dataset.test_path")
         missing, extra = [n for n in names if n not in test_names], [n for n in test_names if n not in names]
-        if missing or extra or len(set(test_names)) != len(test_names):
+        if missing or extra:
             raise DWNError(f"dataset.test_path's feature columns are not dataset.path's: missing "
-                           f"{', '.join(missing) or 'none'}; extra {', '.join(extra) or 'none'}"
-                           f"{'; some named twice' if len(set(test_names)) != len(test_names) else ''}.")
+                           f"{', '.join(missing) or 'none'}; extra {', '.join(extra) or 'none'}.")
         x_test = x_test[:, [test_names.index(n) for n in names]]  # the training file's column order
         return _from_numpy(Path(cfg.path).stem, x, y, x_test, y_test)
     return _split(Path(cfg.path).stem, x, y, cfg)

@@ -48,8 +48,8 @@ def check_model(cfg) -> None:
     head = cfg.head
     if head.kind not in HEADS:
         raise DWNError(f"model.head.kind must be one of {', '.join(HEADS)}; got {head.kind!r}.")
-    if not head.tau > 0:
-        raise DWNError(f"model.head.tau must be > 0; got {head.tau}.")
+    if not 0 < head.tau < math.inf:
+        raise DWNError(f"model.head.tau must be a finite number > 0; got {head.tau}.")
     if head.kind == "reduction" and not 2 <= head.n <= MAX_N:
         raise DWNError(f"model.head.n must be between 2 and {MAX_N} (inputs per LUT of the reduction); got {head.n}.")
     reg = cfg.regularizer
@@ -58,15 +58,17 @@ def check_model(cfg) -> None:
                        f"got kind={reg.kind!r}, weight={reg.weight}.")
 
 
-def build_model(cfg, in_features: int, num_classes: int) -> nn.Sequential:
-    """LUT layers then the head; `cfg` is the `model` config group (checked by check_model)."""
-    sizes, width = 0, in_features  # float32 parameters, with their gradients and two Adam moments
+def build_model(cfg, in_features: int, num_classes: int, bytes_per_parameter: int = 4) -> nn.Sequential:
+    """LUT layers then the head; `cfg` is the `model` config group (checked by check_model).
+    `bytes_per_parameter`: what this process's memory will hold per parameter (4, float32; 16 when
+    it also trains them: gradients and two Adam moments); a model that cannot fit is refused first."""
+    sizes, width = 0, in_features
     for layer in cfg.layers:
         n, out = int(layer.n), int(layer.out_features)
         sizes += out * 2**n + (width * out * n if layer.mapping == "learnable" else 0)
         width = out
-    check_memory(16 * sizes, "the model (parameters, gradients and optimizer state)",
-                 "model.layers[*].out_features or n")
+    check_memory(bytes_per_parameter * sizes, "the model" + (" (parameters, gradients and optimizer state)"
+                 if bytes_per_parameter > 4 else ""), "model.layers[*].out_features or n")
     modules, width = [], in_features
     for layer in cfg.layers:
         modules.append(LUTLayer(width, int(layer.out_features), n=int(layer.n), mapping=layer.mapping,

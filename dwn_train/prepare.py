@@ -84,7 +84,7 @@ def prepare_data(cfg, device, encoder=None, expect=None, only=None) -> Prepared:
         splits_raw["val"] = (x_train[order[:num_val]], y_train[order[:num_val]])
         x_train, y_train = x_train[order[num_val:]], y_train[order[num_val:]]
     splits_raw["train"] = (x_train, y_train)
-    samples = sum(len(x) for x, _ in splits_raw.values())
+    samples = sum(len(x) for name, (x, _) in splits_raw.items() if only is None or name in only)
     check_memory(samples * x_train[0].numel() * cfg.encoding.num_bits * 1.0, "the encoded data (one byte per bit)",
                  "encoding.num_bits")
     if encoder is None:

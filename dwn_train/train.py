@@ -177,7 +177,9 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     torch.manual_seed(t.seed)
     data = prepare_data(cfg, device, encoder=_restore_encoder(cfg, state) if state else None,
                         expect=(state["data"], f"checkpoint {str(resume)!r}") if state else None)
-    model = build_model(cfg.model, data.in_features, data.num_classes).to(device)
+    # on a GPU the host holds the parameters only while building; on the CPU it trains them too
+    model = build_model(cfg.model, data.in_features, data.num_classes,
+                        bytes_per_parameter=16 if device.type == "cpu" else 4).to(device)
     _set_backend(model, t)
     if ctx.main:
         console.log.info(console.model_summary(model))

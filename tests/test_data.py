@@ -87,6 +87,7 @@ def test_a_test_file_is_read_by_column_name_not_position(tmp_path):
 @pytest.mark.parametrize("content, words", [
     ("y\ncat\ndog\n", "has no feature columns: its only column is dataset.target='y'"),
     ("a,y\n1e300,cat\n2,dog\n", "beyond what float32 holds"),
+    ("a,a,y\n1,2,cat\n3,4,dog\n", "names the column.s. 'a' more than once"),
 ])
 def test_csv_files_a_model_cannot_read_are_named(tmp_path, content, words):
     path = tmp_path / "d.csv"

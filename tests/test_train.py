@@ -79,6 +79,7 @@ def test_a_loss_monitor_keeps_the_lowest_and_eval_every_skips_epochs(compose_cfg
     ("model.layers.0.alpha=nan", r"model.layers\[0\].alpha must be a finite number"),
     ("model.head.kind=reduction model.head.n=1", "model.head.n must be between 2 and 16"),
     ("model.regularizer.kind=spectral model.regularizer.weight=nan", "finite weight >= 0"),
+    ("model.head.tau=inf", "model.head.tau must be a finite number > 0"),
     ("optimizer.lr=inf", "optimizer.lr must be a finite number > 0"),
     ("optimizer.weight_decay=-1", "optimizer.weight_decay must be a finite number >= 0"),
     ("optimizer.betas=[0.9]", r"optimizer.betas must be two numbers in \[0, 1\)"),
