@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import DWNError, RunError, os_reason
+from .errors import DWNError, RunError, is_int, os_reason
 
 FORMAT = "dwn-train-checkpoint"
 VERSION = 1
@@ -99,7 +99,7 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise DWNError(f"checkpoint {str(path)!r} is not a dwn-train checkpoint.")
     version = payload.get("version", 0)
-    if not _is_int(version):
+    if not is_int(version):
         raise DWNError(f"checkpoint {str(path)!r} has an unreadable format version {version!r}; it is damaged.")
     if version > VERSION:
         raise DWNError(f"checkpoint {str(path)!r} has format version {version}; this dwn-train reads "
@@ -116,15 +116,11 @@ _SHAPE = {
     "encoder": ("a state dict", lambda v: isinstance(v, dict)),
     "config": ("the training config", lambda v: isinstance(v, dict) and all(
         isinstance(v.get(group), dict) for group in ("dataset", "encoding", "model", "trainer"))),
-    "data": ("the data description", lambda v: isinstance(v, dict) and _is_int(v.get("in_features"))
-             and _is_int(v.get("num_classes")) and isinstance(v.get("feature_shape"), (list, tuple))),
-    "epoch": ("an epoch count", lambda v: _is_int(v) and v >= 0),
-    "step": ("a step count", lambda v: _is_int(v) and v >= 0),
+    "data": ("the data description", lambda v: isinstance(v, dict) and is_int(v.get("in_features"))
+             and is_int(v.get("num_classes")) and isinstance(v.get("feature_shape"), (list, tuple))),
+    "epoch": ("an epoch count", lambda v: is_int(v) and v >= 0),
+    "step": ("a step count", lambda v: is_int(v) and v >= 0),
 }
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _damage(payload: dict) -> str | None:

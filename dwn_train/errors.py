@@ -3,8 +3,17 @@
 DWNError: a mistake a user can make (bad config values, files, data), exit 2; it subclasses
 ValueError so library callers can catch it the usual way. RunError: the environment stopped a run
 (disk full, unwritable folder, a verification mismatch), exit 1. Interrupted: Ctrl-C, exit 130.
-Each is raised with one sentence that names what was wrong and what to do.
+Each is raised with one sentence that names what was wrong and what to do. `is_int` and
+`is_number` are the type tests those checks share (a bool is neither, though Python's bool is an int).
 """
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class DWNError(ValueError):

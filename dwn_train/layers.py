@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .errors import DWNError, InvalidArgument
+from .errors import DWNError, InvalidArgument, is_int, is_number
 from .lut import EFD_VARIANTS, MAX_N, LUTSpec, lut_forward, select_backend
 from .mapping import (
     LearnableMapping,
@@ -25,18 +25,17 @@ def check_lut_args(input_size, output_size, n, mapping, efd, lm_tau, alpha=None,
     config validation calls this too, so every check is written once. Raises InvalidArgument."""
     _check_positive("LUTLayer", "input_size", input_size)
     _check_positive("LUTLayer", "output_size", output_size)
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_N:
+    if not is_int(n) or not 1 <= n <= MAX_N:
         raise InvalidArgument("LUTLayer", "n", f"must be an integer in 1..{MAX_N} (inputs per LUT)", n)
     if isinstance(mapping, str) and mapping not in MAPPINGS:
         raise InvalidArgument("LUTLayer", "mapping", f"must be one of {', '.join(MAPPINGS)} or an integer tensor",
                               mapping)
     if efd not in EFD_VARIANTS:
         raise InvalidArgument("LUTLayer", "efd", f"must be one of {', '.join(EFD_VARIANTS)}", efd)
-    if isinstance(lm_tau, bool) or not isinstance(lm_tau, (int, float)) or not 0 < lm_tau < math.inf:
+    if not is_number(lm_tau) or not 0 < lm_tau < math.inf:
         raise InvalidArgument("LUTLayer", "lm_tau", "must be a finite number > 0", lm_tau)
     for name, value in (("alpha", alpha), ("beta", beta)):  # None: the EFD variant's default
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value)):
+        if value is not None and not (is_number(value) and math.isfinite(value)):
             raise InvalidArgument("LUTLayer", name, "must be a finite number (or None for the default)", value)
 
 

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .errors import DWNError, InvalidArgument
+from .errors import DWNError, InvalidArgument, is_int
 
 
 def random_mapping(input_size: int, output_size: int, n: int, generator=None) -> torch.Tensor:
@@ -167,7 +167,7 @@ def cached_wiring(model: nn.Module):
 
 
 def _check_positive(owner: str, name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_int(value) or value < 1:
         raise InvalidArgument(owner, name, "must be a positive integer", value)
 
 

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from .console import log
-from .errors import DWNError
+from .errors import DWNError, is_int, is_number
 
 COLUMNS = ("epoch", "train_loss", "train_acc", "val_acc", "test_acc", "lr", "samples_per_s", "seconds")
 
@@ -33,9 +33,8 @@ def read_rows(path: Path) -> tuple[list[dict], int]:
 
 
 def _is_row(row) -> bool:
-    number = lambda v: v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))  # noqa: E731
-    return (isinstance(row, dict) and isinstance(row.get("epoch"), int) and not isinstance(row["epoch"], bool)
-            and row["epoch"] >= 1 and all(number(row.get(k)) for k in COLUMNS))
+    return (isinstance(row, dict) and is_int(row.get("epoch")) and row["epoch"] >= 1
+            and all(row.get(k) is None or is_number(row[k]) for k in COLUMNS))
 
 
 class MetricsLog:

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from .errors import is_int
 from .metrics import read_rows
 
 COLUMNS = ("config", "n", "test_acc_mean", "test_acc_sd", "test_acc_min", "test_acc_max", "best_val_test_acc_mean",
@@ -66,7 +67,7 @@ def _job(folder: Path) -> Job | None:
             record = {"error": "unreadable failed.json"}
         code = record.get("exit_code", 1)
         job.failed = str(record.get("error", "failed"))
-        job.exit_code = code if isinstance(code, int) and not isinstance(code, bool) and 0 < code < 256 else 1
+        job.exit_code = code if is_int(code) and 0 < code < 256 else 1
     elif metrics.is_file():
         job.rows, bad = read_rows(metrics)
         epochs, done = _planned_epochs(folder), job.rows[-1]["epoch"] if job.rows else 0

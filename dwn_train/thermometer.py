@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import DWNError
+from .errors import DWNError, is_int
 
 
 class Thermometer(nn.Module):
@@ -24,7 +24,7 @@ class Thermometer(nn.Module):
 
     def __init__(self, num_bits, feature_wise=True):
         super().__init__()
-        if isinstance(num_bits, bool) or not isinstance(num_bits, int) or num_bits < 1:
+        if not is_int(num_bits) or num_bits < 1:
             raise DWNError(f"num_bits must be a positive integer; got {num_bits!r}.")
         self.num_bits, self.feature_wise = num_bits, bool(feature_wise)
         self.register_buffer("thresholds", torch.empty(0))

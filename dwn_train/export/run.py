@@ -13,7 +13,7 @@ import torch
 from .. import console
 from ..checkpoint import data_overrides, restore
 from ..data import load_dataset
-from ..errors import DWNError, RunError
+from ..errors import DWNError, RunError, is_number
 from . import c as c_export
 from . import fpga, simulate
 from . import verilog as verilog_export
@@ -131,7 +131,7 @@ def run_export(cfg, run_dir: Path) -> str:
         raise DWNError(f"pipeline must be one of {', '.join(verilog_export.PIPELINES)}; got {cfg.pipeline!r}.")
     if (cfg.fpga != "none" or cfg.shell != "none") and cfg.format != "verilog":
         raise DWNError(f"fpga= and shell= work on the Verilog export: add format=verilog (got format={cfg.format}).")
-    if isinstance(cfg.fpga_timeout, bool) or not isinstance(cfg.fpga_timeout, (int, float)) or cfg.fpga_timeout <= 0:
+    if not is_number(cfg.fpga_timeout) or cfg.fpga_timeout <= 0:
         raise DWNError(f"fpga_timeout must be a positive number of seconds; got {cfg.fpga_timeout!r}.")
     fpga.check(cfg.fpga, cfg.fpga_device)  # the tools and the device, before any work
     simulator = simulate.choose(cfg.simulator) if cfg.format == "verilog" and cfg.verify else None
