@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .data import IMAGE_KINDS
 from .errors import DWNError, RunError, is_int, os_reason
 
 FORMAT = "dwn-train-checkpoint"
@@ -170,6 +171,12 @@ def restore(path, dataset: dict | None = None) -> Restored:
     data = payload["data"]
     try:  # the stored config is today's schema over what was saved; a value no build accepts is damage
         config = stored_config(payload["config"])
+    except MemoryError:
+        raise
+    except Exception as exc:  # OmegaConf's validation of what was stored
+        raise _damaged(where, exc) from None
+    _check_data_overrides(dataset or {}, config.dataset.kind, where)
+    try:
         for key, value in (dataset or {}).items():
             config.dataset[key] = value
         check_encoding(config.encoding)
@@ -180,12 +187,31 @@ def restore(path, dataset: dict | None = None) -> Restored:
         raise DWNError(f"{where}'s stored config does not build a model: {exc}") from None
     except MemoryError:
         raise
-    except Exception as exc:  # OmegaConf's validation, a missing or mistyped entry
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise DWNError(f"{where}'s stored config is damaged ({type(exc).__name__}: {first}).") from None
+    except Exception as exc:  # a missing or mistyped entry
+        raise _damaged(where, exc) from None
     load_state(encoder, payload["encoder"], f"{where}'s encoder")
     load_state(model, payload["model"], where)
     return Restored(Path(path), payload, config, encoder, model.eval(), data)
+
+
+def _damaged(where: str, exc: Exception) -> DWNError:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return DWNError(f"{where}'s stored config is damaged ({type(exc).__name__}: {first}).")
+
+
+# which data sets each dwn-eval/dwn-export `dataset.*` key moves (config.DataOverrides)
+_OVERRIDE_KINDS = {"root": IMAGE_KINDS, "path": ("csv",), "test_path": ("csv",),
+                   "data_home": ("jsc", "openml")}
+
+
+def _check_data_overrides(overrides: dict, kind: str, where: str) -> None:
+    """A `dataset.*` key that does not apply to the checkpoint's data set is a mistake, not a no-op."""
+    for key, value in overrides.items():
+        kinds = _OVERRIDE_KINDS.get(key)
+        if kinds is not None and kind not in kinds:
+            raise DWNError(f"dataset.{key}={value} does not apply: {where} was trained on dataset={kind} "
+                           f"(dataset.{key} moves {', '.join(kinds)} data); drop it. A checkpoint is scored on "
+                           "the data set it was trained on.")
 
 
 def data_overrides(cfg) -> dict:

@@ -104,6 +104,7 @@ def _trained_payload(cfg):
 def test_restore_rebuilds_the_same_network(tmp_path):
     cfg = compose(SMALL)
     model, encoder, payload = _trained_payload(cfg)
+    payload["config"]["dataset"]["kind"] = "mnist"  # as if trained on MNIST, whose files have moved
     save_checkpoint(payload, tmp_path / "c.pt")
     restored = restore(tmp_path / "c.pt", {"root": "/moved/data"})
     x = (torch.rand(7, 192) > 0.5).float()
@@ -141,6 +142,14 @@ def test_a_damaged_payload_is_named_not_a_traceback(tmp_path, damage, words):
     save_checkpoint(payload, tmp_path / "c.pt")
     with pytest.raises(DWNError, match=words):
         restore(tmp_path / "c.pt")
+
+
+def test_a_data_override_that_does_not_apply_to_the_checkpoints_data_is_named(tmp_path):
+    _, _, payload = _trained_payload(compose(SMALL))  # dataset=digits: bundled, nothing to move
+    save_checkpoint(payload, tmp_path / "c.pt")
+    for key in ("path", "root", "data_home"):
+        with pytest.raises(DWNError, match=f"dataset.{key}=/x does not apply: .* was trained on dataset=digits"):
+            restore(tmp_path / "c.pt", {key: "/x"})
 
 
 def test_an_encoder_state_without_thresholds_names_the_missing_key(tmp_path):
