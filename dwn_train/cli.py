@@ -224,6 +224,11 @@ def _entry(name: str, app) -> None:
             print(f"{name} (not installed; running from a checkout)")
         return
     _distributed_argv()
+    if name != "dwn-train" and any(arg.lstrip("+~").startswith("dataset=") for arg in sys.argv[1:]):
+        print(f"{name}: error: dataset= cannot choose a data set here: a checkpoint is scored on the data set it "
+              "was trained on (dataset.root, dataset.path, dataset.test_path or dataset.data_home point at it "
+              "where it moved).", file=sys.stderr)
+        sys.exit(2)
     empty = [key for key in ("hydra.run.dir", "hydra.sweep.dir") if _named_dir(sys.argv[1:], key) == ""]
     if empty:
         print(f"{name}: error: {empty[0]} is empty; name a folder, e.g. {empty[0]}=outputs/my_run.", file=sys.stderr)

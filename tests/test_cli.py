@@ -208,6 +208,12 @@ def test_an_interpolation_that_does_not_resolve_is_one_sentence(run_cli, tmp_pat
     _clean(*run_cli(which, *extra, override, f"hydra.run.dir={tmp_path}"), 2, words)
 
 
+@pytest.mark.parametrize("which", ["eval", "export"])
+def test_eval_and_export_say_a_checkpoint_keeps_its_data_set(run_cli, which):
+    _clean(*run_cli(which, "checkpoint=x.pt", "dataset=breast_cancer"), 2,
+           "dataset= cannot choose a data set here: a checkpoint is scored on the data set it was trained on")
+
+
 @pytest.mark.parametrize("empty", ["hydra.run.dir=", "hydra.run.dir=''"])
 def test_an_empty_run_folder_is_refused_not_the_working_directory(run_cli, tmp_path, empty):
     _clean(*run_cli("train", *TINY, empty), 2, "hydra.run.dir is empty; name a folder")
