@@ -107,7 +107,7 @@ def _check_fresh(run_dir: Path, resume) -> None:
                        f"choose another folder ({rundir.ANOTHER_FOLDER}).")
     if (run_dir / "checkpoints" / "last.pt").is_file():
         go_on = "continue it with trainer.resume=auto, "
-    elif len(found) > 1:
+    elif any(name.startswith("checkpoints/") for name in found):
         go_on = "continue from one of its checkpoints with trainer.resume=PATH, "
     else:  # metrics only: nothing to continue from
         go_on = ""

@@ -296,3 +296,18 @@ def test_a_checkpoint_without_optimizer_state_is_refused_for_resume_only(compose
 def test_sizes_no_machine_holds_are_refused_before_allocating(compose_cfg, tmp_path, override, words):
     with pytest.raises(DWNError, match=words):
         train(compose_cfg([*SMALL, "trainer.epochs=1", override]), tmp_path)
+
+
+def test_the_fresh_run_refusal_offers_only_what_can_continue(tmp_path):
+    from dwn_train.train import _check_fresh
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "best.pt").write_bytes(b"")
+    with pytest.raises(DWNError, match=r"holds a run \(checkpoints/best.pt\): continue from one of its checkpoints"):
+        _check_fresh(tmp_path, None)
+    (tmp_path / "checkpoints" / "best.pt").unlink()
+    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    with pytest.raises(DWNError, match=r"holds a run \(metrics.jsonl\): start afresh there with trainer.resume="):
+        _check_fresh(tmp_path, None)
+    _check_fresh(tmp_path, "auto")  # metrics without any checkpoint: a run killed before its first one
+    _check_fresh(tmp_path, "overwrite")
