@@ -18,8 +18,6 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from .report import job_order
-
 # written into the sweep folder when a sweep starts, holding the sweep's id; each job writes the id
 # into JOINED in its folder (a sweep folder reused by another sweep keeps that one's jobs too)
 STARTED = ".sweep_started"
@@ -41,7 +39,7 @@ class SweepReport(Callback):
             pass  # the launcher will say why the folder cannot be made
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        from .report import collect, report
+        from .report import collect, job_order, report
 
         sweep_dir = Path(config.hydra.sweep.dir)
         sweep_id = _read(sweep_dir / STARTED)
@@ -66,8 +64,10 @@ def _refuse_a_held_folder(sweep_dir: Path, overrides: list) -> None:
     unless it says what to do with them (trainer.resume=auto or overwrite)."""
     if any(o.lstrip("+~").startswith("trainer.resume=") for o in overrides) or not sweep_dir.is_dir():
         return
-    held = sorted((p.name for p in sweep_dir.iterdir() if p.is_dir() and (
-        any((p / "checkpoints").glob("*.pt")) or (p / "metrics.jsonl").is_file())), key=lambda n: job_order(Path(n)))
+    from .report import job_order
+
+    held = [p.name for p in sorted(sweep_dir.iterdir(), key=job_order) if p.is_dir() and (
+        any((p / "checkpoints").glob("*.pt")) or (p / "metrics.jsonl").is_file())]
     if held:
         from .rundir import ANOTHER_FOLDER
 
