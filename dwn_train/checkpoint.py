@@ -195,8 +195,7 @@ def restore(path, dataset: dict | None = None) -> Restored:
 
 
 def _damaged(where: str, exc: Exception) -> DWNError:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return DWNError(f"{where}'s stored config is damaged ({type(exc).__name__}: {first}).")
+    return DWNError(f"{where}'s stored config is damaged ({type(exc).__name__}: {os_reason(exc)}).")
 
 
 # which data sets each dwn-eval/dwn-export `dataset.*` key moves (config.DataOverrides)

@@ -85,8 +85,7 @@ def _check_interpolations(cfg) -> None:
         OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "a setting"
-        reason = str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__
-        raise DWNError(f"{key} cannot be resolved: {reason}; give it a value, or an interpolation of an "
+        raise DWNError(f"{key} cannot be resolved: {os_reason(exc).rstrip('.')}; give it a value, or an interpolation of an "
                        "existing setting of the right type.") from None
 
 

@@ -198,7 +198,7 @@ class ReductionHead(nn.Module):
         _check_positive("ReductionHead", "in_features", in_features)
         if num_classes < 2:
             raise DWNError(f"ReductionHead needs at least 2 classes; got {num_classes}.")
-        if not isinstance(n, int) or not 2 <= n <= MAX_N:  # n = 1 would reduce nothing, level after level
+        if not is_int(n) or not 2 <= n <= MAX_N:  # n = 1 would reduce nothing, level after level
             raise DWNError(f"ReductionHead n must be an integer between 2 and {MAX_N}; got {n!r}.")
         self.num_classes, self.tau = num_classes, float(tau)
         groups = 1 if num_classes == 2 else num_classes

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from .errors import DWNError
+
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -45,8 +47,6 @@ def physical_memory() -> int | None:
 
 def check_memory(nbytes: float, what: str, fix: str) -> None:
     """A DWNError when `what` needs more than the machine's whole memory (`fix`: the settings to lower)."""
-    from .errors import DWNError
-
     total = physical_memory()
     if total is not None and nbytes > total:
         raise DWNError(f"{what} needs about {nbytes / 2**30:,.1f} GiB, more than this machine's "

@@ -105,7 +105,7 @@ def _check_fresh(run_dir: Path, resume) -> None:
         raise DWNError(f"trainer.resume=auto found no checkpoints/last.pt, and {held}: continue from one of its "
                        f"checkpoints with trainer.resume=PATH, start afresh there with trainer.resume=overwrite, or "
                        f"choose another folder ({rundir.ANOTHER_FOLDER}).")
-    if (run_dir / "checkpoints" / "last.pt").is_file():
+    if "checkpoints/last.pt" in found:
         go_on = "continue it with trainer.resume=auto, "
     elif any(name.startswith("checkpoints/") for name in found):
         go_on = "continue from one of its checkpoints with trainer.resume=PATH, "
