@@ -11,7 +11,7 @@ import os
 import re
 import shlex
 from dataclasses import dataclass, field, fields
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -114,7 +114,7 @@ class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
     backend: str = "auto"  # auto | torch | cuda
     strategy: str = "single"  # single | ddp (launched by torchrun)
-    cuda_graphs: bool = False  # capture one training step in a CUDA graph and replay it
+    cuda_graphs: Any = "auto"  # auto | true | false: replay one captured training step (auto: on one GPU)
     deterministic: bool = False  # GPU: gradients summed without float atomics (bit-identical runs)
     eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
     val_fraction: float = 0.0  # share of the training split held out for model selection

@@ -27,7 +27,7 @@ from .augment import augmented_bits, draw_shifts
 from .checkpoint import load_checkpoint, load_state, make_payload, save_checkpoint, set_rng_state
 from .config import stored_paths_absolute
 from .errors import DWNError, Interrupted
-from .graphs import GraphStep
+from .graphs import GraphStep, captures
 from .layers import LUTLayer
 from .metrics import MetricsLog
 from .model import build_model
@@ -183,7 +183,11 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     _set_backend(model, t)
     if ctx.main:
         console.log.info(console.model_summary(model))
-    optimizer = build_optimizer(cfg.optimizer, model, capturable=t.cuda_graphs)
+    graphs = captures(t.cuda_graphs, device, t.strategy, cfg.optimizer.kind)
+    if ctx.main and graphs:
+        console.log.info("training step: captured in a CUDA graph at the first full batch, then replayed "
+                         "(trainer.cuda_graphs=%s)", str(t.cuda_graphs).lower())
+    optimizer = build_optimizer(cfg.optimizer, model, capturable=graphs)
     scheduler = build_scheduler(cfg.scheduler, optimizer, t.epochs)
     monitor = monitor_key(t)
     higher = not monitor.endswith("loss")
@@ -207,7 +211,7 @@ def _train(cfg, run_dir: Path, ctx) -> float:
     inputs = _train_inputs(data, cfg.dataset.augment.shift, ctx)
     plain_config = stored_paths_absolute(OmegaConf.to_container(cfg, resolve=True))
     trained = ctx.wrap(model)
-    step_fn = _make_step(trained, optimizer, _objective(model, cfg.model.regularizer), t)
+    step_fn = _make_step(trained, optimizer, _objective(model, cfg.model.regularizer), t, graphs)
     # the checkpoint on disk that a resume would start from: (epoch, path)
     progress = {"epoch": start_epoch, "step": step, "saved": (state["epoch"], resume) if state is not None else None}
     try:
@@ -357,18 +361,22 @@ def _objective(model, reg):
     return objective
 
 
-def _make_step(model, optimizer, objective, t):
-    """The training step, chosen once: eager, or a captured CUDA graph (trainer.cuda_graphs) that
-    falls back to the eager step for a smaller last batch."""
+def _make_step(model, optimizer, objective, t, graphs: bool):
+    """The training step, chosen once: eager, or a captured CUDA graph (graphs: trainer.cuda_graphs
+    resolved by graphs.captures) that falls back to the eager step for a smaller last batch, and
+    under cuda_graphs=auto for every batch if the step cannot be captured."""
     def eager(x, y, scale):
         logits = model(x)
         loss = objective(logits, y, scale)
-        optimizer.zero_grad(set_to_none=not t.cuda_graphs)  # the graph keeps the .grad tensors it captured
+        optimizer.zero_grad(set_to_none=not graphs)  # the graph keeps the .grad tensors it captured
         loss.backward()
         optimizer.step()
         return loss, logits
 
-    return GraphStep(model, optimizer, objective, eager, t.batch_size) if t.cuda_graphs else eager
+    if not graphs:
+        return eager
+    fallback = console.log.warning if t.cuda_graphs == "auto" else None
+    return GraphStep(model, optimizer, objective, eager, t.batch_size, fallback=fallback)
 
 
 def _train_inputs(data, shift: int, ctx):

@@ -111,9 +111,11 @@ def _trainer(t, optimizer_kind: str) -> None:
         raise DWNError(f"trainer.val_fraction must lie in [0, 1); got {t.val_fraction}.")
     _one_of("trainer.backend", t.backend, BACKENDS)
     _one_of("trainer.strategy", t.strategy, STRATEGIES)
-    if t.cuda_graphs and (t.device != "cuda" or t.strategy != "single" or optimizer_kind not in CAPTURABLE):
+    if not (t.cuda_graphs is True or t.cuda_graphs is False or t.cuda_graphs == "auto"):
+        raise DWNError(f"trainer.cuda_graphs must be auto, true or false; got {t.cuda_graphs!r}.")
+    if t.cuda_graphs is True and (t.device != "cuda" or t.strategy != "single" or optimizer_kind not in CAPTURABLE):
         raise DWNError("trainer.cuda_graphs=true needs trainer.device=cuda, trainer.strategy=single and "
-                       f"optimizer {' or '.join(CAPTURABLE)}.")
+                       f"optimizer {' or '.join(CAPTURABLE)} (auto, the default, captures where these hold).")
     monitor = t.checkpoint.monitor
     if monitor != "auto" and monitor not in MONITORS:
         raise DWNError(f"trainer.checkpoint.monitor must be auto or one of {', '.join(MONITORS)} (the test split "

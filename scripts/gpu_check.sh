@@ -19,7 +19,8 @@
 # Exit status: 1 if the tests or the deps failed, else 0.
 # Environment: DWN_GPU_BUDGET  seconds for the whole script (default 450; training gets what is left)
 #              DWN_GPU_SKIP    steps to leave out, e.g. "baseline train" for a quick rerun
-#              DWN_TRAIN_ARGS  extra overrides for the training (default trainer.cuda_graphs=true)
+#              DWN_TRAIN_ARGS  extra overrides for the training (default none: trainer.cuda_graphs=auto
+#                              captures the step on the GPU)
 #              DWN_GPU_PAYLOAD the payload folder (default gpu_payload), PYTHON (default python3)
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -216,7 +217,7 @@ fi
 # --- train -------------------------------------------------------------------------------------
 # resume=overwrite: a rerun into the same OUTDIR replaces the earlier try instead of being refused
 TRAIN=(trainer.device=cuda "dataset.root=$DATA" "hydra.run.dir=$OUTDIR/mnist" trainer.checkpoint.save_best=false
-       trainer.plot=false trainer.resume=overwrite ${DWN_TRAIN_ARGS:-trainer.cuda_graphs=true})
+       trainer.plot=false trainer.resume=overwrite ${DWN_TRAIN_ARGS:-})
 epochs_table() {
     "$PY" - "$OUTDIR/mnist/metrics.jsonl" <<'EOF' | tee "$OUTDIR/mnist_epochs.txt"
 import json, pathlib, sys

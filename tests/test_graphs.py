@@ -1,12 +1,14 @@
 """trainer.cuda_graphs on the CPU side: the warm-up is undone in place, and capturable optimizers
 keep a learning rate that the schedule moves (the capture itself needs a GPU: tests/test_gpu.py)."""
 
+import contextlib
 import copy
 
 import pytest
 import torch
 
 import dwn_train as dwn
+from dwn_train.errors import DWNError
 from dwn_train.graphs import restore_in_place, snapshot
 from dwn_train.optim import build_optimizer, build_scheduler, current_lr
 from conftest import compose
@@ -76,3 +78,131 @@ def test_loading_a_saved_optimizer_keeps_this_runs_capture_settings():
     load_optimizer_state(eager, captured.state_dict())
     group = eager.param_groups[0]
     assert group["capturable"] is False and group["fused"] and isinstance(group["lr"], float)
+
+
+def test_cuda_graphs_auto_captures_only_where_a_replay_can_run():
+    from dwn_train.graphs import captures
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert captures("auto", cuda, "single", "adam") and captures("auto", cuda, "single", "adamw")
+    assert not captures("auto", cpu, "single", "adam")
+    assert not captures("auto", cuda, "ddp", "adam")
+    assert not captures("auto", cuda, "single", "sgd")
+    assert captures(True, cuda, "single", "adam") and not captures(False, cuda, "single", "adam")
+
+
+class _Stream:
+    def wait_stream(self, other):
+        pass
+
+
+def _cpu_stand_ins(monkeypatch, capture_error):
+    """torch.cuda's stream and graph calls as GraphStep makes them, run on the CPU; the capture
+    itself raises `capture_error` (what torch raises for a host read-back inside a capture)."""
+    @contextlib.contextmanager
+    def graph(_):
+        raise capture_error
+        yield
+
+    monkeypatch.setattr(torch.cuda, "Stream", _Stream)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda *a: _Stream())
+    monkeypatch.setattr(torch.cuda, "stream", lambda s: contextlib.nullcontext())
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", object)
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "set_stream", lambda s: None)
+
+
+def test_a_step_that_cannot_be_captured_is_undone_then_trained_eagerly(monkeypatch):
+    from dwn_train.graphs import GraphStep
+
+    try:  # as torch raises it: ending the capture fails again, naming no cause
+        try:
+            raise RuntimeError("operation not permitted when stream is capturing")
+        except RuntimeError:
+            raise RuntimeError("operation failed due to a previous error during capture")
+    except RuntimeError as chained:
+        _cpu_stand_ins(monkeypatch, chained)
+    x, y = (torch.rand(16, 20) > 0.5).float(), torch.randint(0, 5, (16,))
+    model, reference = _model(), _model()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=0.05)
+    objective = lambda logits, labels, scale: torch.nn.functional.cross_entropy(logits, labels) * scale  # noqa: E731
+    eager_calls = []
+
+    def eager(xb, yb, scale):
+        eager_calls.append(len(xb))
+        opt.zero_grad(set_to_none=False)
+        loss = objective(model(xb), yb, scale)
+        loss.backward()
+        opt.step()
+        return loss, None
+
+    messages = []
+    step = GraphStep(model, opt, objective, eager, batch_size=16, fallback=messages.append)
+    for _ in range(2):
+        step(x, y, 1.0)
+        _step(reference, ref_opt, x, y)
+    assert len(messages) == 1 and "could not be captured" in messages[0]
+    assert "RuntimeError: operation not permitted when stream is capturing" in messages[0]
+    assert eager_calls == [16, 16] and step.graph is None
+    # the three warm-up steps were undone: two eager steps, as the reference took
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+    strict = GraphStep(model, opt, objective, eager, batch_size=16)
+    with pytest.raises(DWNError, match=r"trainer.cuda_graphs=true: the training step could not be captured"):
+        strict(x, y, 1.0)
+
+
+def test_a_capture_that_fails_in_its_warm_up_undoes_the_steps_it_took(monkeypatch):
+    from dwn_train.graphs import GraphStep
+
+    _cpu_stand_ins(monkeypatch, AssertionError("the warm-up fails before the capture is reached"))
+    x, y = (torch.rand(16, 20) > 0.5).float(), torch.randint(0, 5, (16,))
+    inner, reference = _model(), _model()
+    calls = []
+
+    class FailsOnce(torch.nn.Module):  # the second forward (the second warm-up step) raises
+        def __init__(self):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, xb):
+            calls.append(1)
+            if len(calls) == 2:
+                raise RuntimeError("a host read-back in warm-up step 2")
+            return self.inner(xb)
+
+    model = FailsOnce()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    ref_opt = torch.optim.Adam(reference.parameters(), lr=0.05)
+    objective = lambda logits, labels, scale: torch.nn.functional.cross_entropy(logits, labels) * scale  # noqa: E731
+
+    def eager(xb, yb, scale):
+        _step(model, opt, xb, yb)
+        return None, None
+
+    messages = []
+    GraphStep(model, opt, objective, eager, batch_size=16, fallback=messages.append)(x, y, 1.0)
+    _step(reference, ref_opt, x, y)
+    assert "warm-up step 2" in messages[0]
+    # warm-up step 1 moved the weights and Adam's moments and count: undone, so the one eager step
+    # is a first step, the reference's
+    for a, b in zip(inner.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("error", [torch.cuda.OutOfMemoryError("CUDA out of memory"), DWNError("a model's own fault")])
+def test_out_of_memory_and_our_own_errors_are_not_taken_for_a_failed_capture(monkeypatch, error):
+    from dwn_train.graphs import GraphStep
+
+    _cpu_stand_ins(monkeypatch, error)
+    model = _model()
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    objective = lambda logits, labels, scale: torch.nn.functional.cross_entropy(logits, labels) * scale  # noqa: E731
+    messages = []
+    step = GraphStep(model, opt, objective, lambda *a: None, batch_size=16, fallback=messages.append)
+    with pytest.raises(type(error), match=str(error)):
+        step((torch.rand(16, 20) > 0.5).float(), torch.randint(0, 5, (16,)), 1.0)
+    assert messages == []

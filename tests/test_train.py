@@ -70,6 +70,8 @@ def test_a_loss_monitor_keeps_the_lowest_and_eval_every_skips_epochs(compose_cfg
     ("model.layers.1.out_features=-5", "out_features"),
     ("trainer.device=tpu", "device"),
     ("trainer.cuda_graphs=true", "cuda_graphs"),
+    ("trainer.cuda_graphs=maybe", "trainer.cuda_graphs must be auto, true or false; got 'maybe'"),
+    ("trainer.cuda_graphs=1", "trainer.cuda_graphs must be auto, true or false; got 1"),
     ("trainer.backend=gpu", "backend"),
     ("trainer.checkpoint.monitor=test_acc", "never chooses"),
     ("trainer.checkpoint.monitor=val_acc", "val_fraction"),
@@ -147,7 +149,7 @@ def test_the_step_is_chosen_once_and_the_objective_has_the_penalty(compose_cfg):
         assert torch.allclose(m.luts.grad, luts.grad) and luts.grad.abs().sum() > 0
     model.zero_grad(set_to_none=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    step = _make_step(model, optimizer, _objective(model, cfg.model.regularizer), cfg.trainer)
+    step = _make_step(model, optimizer, _objective(model, cfg.model.regularizer), cfg.trainer, graphs=False)
     before = model[1].luts.detach().clone()
     loss, out = step((torch.rand(8, 192) > 0.5).float(), torch.randint(0, 10, (8,)), 1 / 8)
     assert out.shape == (8, 10) and loss.item() > 0 and not torch.equal(before, model[1].luts)
