@@ -5,7 +5,7 @@
 
 The model: 2352 bits -> LUTLayer(2000, n=6, learnable) -> LUTLayer(1000, n=6) -> GroupSum(10, tau=1/0.3),
 on random bits of MNIST's width. Sections:
-  model   per batch: forward, backward (of the cross-entropy), the whole training step (Adam lr 1e-2)
+  model   per batch: forward, backward (of the cross-entropy), the whole training step (fused Adam lr 1e-2)
           and the peak memory of the row (torch.cuda.max_memory_allocated, reset before the row's
           model is built: parameters, Adam state and activations). Variants: torch-dwn, our CUDA
           kernels, our kernels with the step captured in a CUDA graph (dwn_train.graphs.GraphStep,
@@ -17,7 +17,13 @@ on random bits of MNIST's width. Sections:
           over PROFILE_STEPS eager steps of torch-dwn and of our kernels; per step: the host's wall
           time, the time the GPU was busy, the number of kernel launches, and the kernels (or, on
           the CPU, the operators) that take the most time. Wall time well above busy time means
-          the step waits on launches (what trainer.cuda_graphs removes).
+          the step waits on launches (what trainer.cuda_graphs removes). On a GPU also the host
+          operators with the most own CPU time.
+  profile_efd  the same for the EFD backward alone (efd's case) at the first and last batch sizes;
+          `busy x` is torch-dwn's GPU-busy time over ours: the kernels against each other, without
+          the host's launch costs.
+  launch  (GPU only) host microseconds per call of one tiny kernel through dwn_train.kernels.launch,
+          against one torch operator on a tensor as small: what each of our launches costs the host.
 Times are medians of CUDA-event timings after warm-up. `x` is the baseline's time over the row's
 (> 1: faster than the baseline); the baseline is torch-dwn measured in this run, or our torch
 backend when torch-dwn is not importable. A row that fails prints its error; the rest still run.
@@ -33,6 +39,7 @@ import sys
 import time
 import traceback
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -42,6 +49,8 @@ from dwn_train.graphs import GraphStep
 WIDTH, HIDDEN, OUTPUTS, CLASSES, N = 2352, 2000, 1000, 10, 6
 TORCH_DWN = "torch-dwn 1.1.1"
 KERNELS, GRAPH, TORCH = "ours, CUDA kernels", "ours, kernels + graph", "ours, torch backend"
+LAUNCH_OURS, LAUNCH_TORCH = "ours, kernels.launch", "torch operator (add_)"
+LAUNCH_CALLS = 5000
 KERNEL_BACKEND = ["cuda"]  # --smoke: "auto", so that the kernel rows run (on torch) on the CPU
 
 
@@ -72,7 +81,10 @@ def recipe(variant, device, lib):
 
 
 def adam(model, capturable=False):
-    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2, capturable=capturable)
+    """Adam as our trainer builds it (fused, also under CUDA graphs), for every variant: the step
+    rows then differ in the layers, not in the optimizer (a torch-dwn user can pass fused=True too)."""
+    return torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2, fused=True,
+                            capturable=capturable)
 
 
 def objective(logits, labels, scale):
@@ -159,21 +171,55 @@ def model_row(variant, lib, batch, device, timer):
     return row
 
 
-def efd_row(variant, lib, batch, device, timer):
-    """The backward of one fixed-mapping LUT layer, LUTLayer(2000, 1000, n=6), alone."""
-    reset_memory(device)
+def efd_case(variant, lib, batch, device):
+    """(out, grad, clear) of one fixed-mapping LUT layer, LUTLayer(2000, 1000, n=6): out.backward(grad)
+    is the EFD backward alone; clear() drops the gradients it leaves."""
     torch.manual_seed(0)
     layer = (lib if variant == TORCH_DWN else dwn).LUTLayer(HIDDEN, OUTPUTS, n=N).to(device)
     if variant != TORCH_DWN:
         layer.backend = "torch" if variant == TORCH else KERNEL_BACKEND[0]
     x = (torch.rand(batch, HIDDEN, device=device) > 0.5).float().requires_grad_()
     grad = torch.randn(batch, OUTPUTS, device=device)
-    out = layer(x)
 
     def clear():
         x.grad = layer.luts.grad = None
 
+    return layer(x), grad, clear
+
+
+def efd_row(variant, lib, batch, device, timer):
+    """The backward of one fixed-mapping LUT layer alone (efd_case)."""
+    reset_memory(device)
+    out, grad, clear = efd_case(variant, lib, batch, device)
     return {"backward_ms": timer(lambda _: out.backward(grad, retain_graph=True), clear), "peak_mib": peak_mib(device)}
+
+
+def launch_row(variant, device, timer, calls=LAUNCH_CALLS):
+    """Host microseconds per call of one tiny launch: ours through dwn_train.kernels.launch (the
+    path every kernel of ours takes), or one torch operator; both on 1-row tensors."""
+    from dwn_train import kernels
+    from dwn_train.cuda_lut import _terms_tensor
+    from dwn_train.lut import LUTSpec
+
+    spec = LUTSpec(n=N)
+    size = 1 << N
+    luts = torch.randn(1, size, device=device)
+    table = torch.empty(1, N, size, device=device)
+    terms = _terms_tensor(spec.terms, device)
+    args = (luts, terms, table, np.int32(1), np.int32(N), np.int32(len(spec.terms)))
+    if variant == LAUNCH_OURS:
+        call = lambda: kernels.launch("lut", "efd_table_f32", (1,), args, shared=8 * size)  # noqa: E731
+    else:
+        call = lambda: luts.add_(1.0)  # noqa: E731
+    for _ in range(100):
+        call()
+    timer.sync()
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    host_us = (time.perf_counter() - start) * 1e6 / calls
+    timer.sync()
+    return {"host_us": host_us}
 
 
 def epoch_row(variant, lib, samples, batch, device, timer):
@@ -199,7 +245,7 @@ def epoch_row(variant, lib, samples, batch, device, timer):
     return {"seconds": seconds, "samples_per_s": steps * batch / seconds, "peak_mib": peak_mib(device)}
 
 
-PROFILE_STEPS, PROFILE_TOP = 10, 12
+PROFILE_STEPS, PROFILE_TOP, PROFILE_HOST_TOP = 10, 12, 6
 
 
 def _self_time(event, cuda):
@@ -212,56 +258,78 @@ def _self_time(event, cuda):
     return 0.0
 
 
-def profile_row(variant, lib, batch, device, steps=PROFILE_STEPS):
-    """Where one eager training step's time goes (see the module docstring)."""
+def profile_row(kind, variant, lib, batch, device, steps=PROFILE_STEPS):
+    """Where one eager call's time goes (see the module docstring): kind 'step' is the training
+    step of the recipe model, 'efd' the backward of LUTLayer(2000, 1000, n=6) alone."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
 
     reset_memory(device)
-    model = recipe(variant, device, lib)
-    step = eager_step(model, adam(model))
-    x = (torch.rand(batch, WIDTH, device=device) > 0.5).float()
-    y = torch.randint(0, CLASSES, (batch,), device=device)
+    if kind == "step":
+        model = recipe(variant, device, lib)
+        step = eager_step(model, adam(model))
+        x = (torch.rand(batch, WIDTH, device=device) > 0.5).float()
+        y = torch.randint(0, CLASSES, (batch,), device=device)
+        call = lambda: step(x, y, 1 / batch)  # noqa: E731
+    else:
+        out, grad, clear = efd_case(variant, lib, batch, device)
+        call = lambda: (clear(), out.backward(grad, retain_graph=True))  # noqa: E731
     cuda = device.type == "cuda"
     for _ in range(3):
-        step(x, y, 1 / batch)
+        call()
     if cuda:
         torch.cuda.synchronize()
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     start = time.perf_counter()
     with profile(activities=activities) as prof:
         for _ in range(steps):
-            step(x, y, 1 / batch)
+            call()
         if cuda:
             torch.cuda.synchronize()
     wall_ms = (time.perf_counter() - start) * 1e3 / steps
     events = prof.key_averages()
+    host = sorted(((e.self_cpu_time_total / 1e3 / steps, e.count / steps, e.key) for e in events
+                   if getattr(e, "device_type", None) != DeviceType.CUDA and not e.key.startswith("ProfilerStep")),
+                  reverse=True)
     if cuda:  # the kernels themselves (CuPy's launches included: the profiler sees the whole context)
         events = [e for e in events if getattr(e, "device_type", None) == DeviceType.CUDA]
     else:  # operators: the top-level ones would count their children twice, so own time only
         events = [e for e in events if not e.key.startswith("ProfilerStep")]
     timed = sorted(((_self_time(e, cuda) / 1e3 / steps, e.count / steps, e.key) for e in events), reverse=True)
     busy_ms = sum(ms for ms, _, _ in timed)
+    listed = lambda items: [{"name": name, "ms": ms, "calls": calls} for ms, calls, name in items]  # noqa: E731
     return {"wall_ms": wall_ms, "busy_ms": busy_ms, "kernels_per_step": sum(c for _, c, _ in timed) if cuda else None,
-            "top": [{"name": name, "ms": ms, "calls": calls} for ms, calls, name in timed[:PROFILE_TOP]]}
+            "top": listed(timed[:PROFILE_TOP]), "host_top": listed(host[:PROFILE_HOST_TOP]) if cuda else []}
+
+
+PROFILES = {"profile": "a training step", "profile_efd": "the EFD backward alone"}
 
 
 def profile_table(rows) -> str:
     lines = []
+    busy = {(r["section"], r["batch"], r["variant"]): r["busy_ms"] for r in rows if "busy_ms" in r}
     for r in rows:
-        if r["section"] != "profile":
+        if r["section"] not in PROFILES:
             continue
-        head = f"where a training step's time goes: {r['variant']}, batch {r['batch']}"
+        head = f"where {PROFILES[r['section']]}'s time goes: {r['variant']}, batch {r['batch']}"
         if "error" in r:
             lines += ["", f"{head}: ERROR {r['error'][:80]}"]
             continue
         what = "kernel" if r["kernels_per_step"] is not None else "operator (CPU, own time)"
         launches = f", {r['kernels_per_step']:.0f} kernel launches" if r["kernels_per_step"] is not None else ""
-        lines += ["", f"{head} (per step: wall {r['wall_ms']:.3f} ms, busy {r['busy_ms']:.3f} ms{launches})",
+        theirs = busy.get((r["section"], r["batch"], TORCH_DWN))
+        against = f"; busy x {theirs / r['busy_ms']:.2f} against {TORCH_DWN}" \
+            if theirs and r["busy_ms"] and r["variant"] != TORCH_DWN else ""
+        lines += ["", f"{head} (per call: wall {r['wall_ms']:.3f} ms, busy {r['busy_ms']:.3f} ms{launches}{against})",
                   f"{'ms':>9} {'%busy':>6} {'calls':>6}  {what}"]
         for top in r["top"]:
             share = 100 * top["ms"] / r["busy_ms"] if r["busy_ms"] else 0.0
             lines.append(f"{top['ms']:9.4f} {share:6.1f} {top['calls']:6.1f}  {top['name'][:90]}")
+        if r.get("host_top"):
+            lines.append(f"{'ms':>9} {'%wall':>6} {'calls':>6}  host operator (own CPU time)")
+            for top in r["host_top"]:
+                share = 100 * top["ms"] / r["wall_ms"] if r["wall_ms"] else 0.0
+                lines.append(f"{top['ms']:9.4f} {share:6.1f} {top['calls']:6.1f}  {top['name'][:90]}")
     return "\n".join(lines)
 
 
@@ -289,14 +357,14 @@ def add_ratios(rows, baseline):
     baseline's row failed, our torch backend's row stands in (`against` names the one used)."""
     ok = {(r["section"], r["batch"], r["variant"]): r for r in rows if "error" not in r}
     for r in rows:
-        for against in (baseline, TORCH):
+        for against in (baseline, TORCH, LAUNCH_TORCH):
             ref = ok.get((r["section"], r["batch"], against))
             if ref is not None:
                 break
         if ref is None or "error" in r:
             continue
         r["against"] = against
-        for key in ("forward_ms", "backward_ms", "step_ms", "seconds"):
+        for key in ("forward_ms", "backward_ms", "step_ms", "seconds", "host_us"):
             if r.get(key) and ref.get(key):
                 r[f"ratio_{key}"] = ref[key] / r[key]
 
@@ -305,7 +373,7 @@ def cell(row, key, fmt):
     value = row.get(key)
     if not isinstance(value, (int, float)):
         return f"{'-':>{int(fmt.split('.')[0])}}"
-    stand_in = key.startswith("ratio") and row.get("against") not in (None, row["baseline"])
+    stand_in = key.startswith("ratio") and row.get("against") not in (None, row["baseline"], LAUNCH_TORCH)
     return format(value, fmt) + ("*" if stand_in else "")
 
 
@@ -321,6 +389,8 @@ SECTIONS = {
     "epoch": ("one epoch of the recipe (random bits), host clock",
               (("s/epoch", "seconds", "8.2f"), ("samples/s", "samples_per_s", "10.0f"),
                ("x", "ratio_seconds", "7.2f"))),
+    "launch": (f"one tiny launch, host microseconds per call ({LAUNCH_CALLS} calls; x = the torch operator's / ours)",
+               (("us/call", "host_us", "8.2f"), ("x", "ratio_host_us", "7.2f"))),
 }
 
 
@@ -328,6 +398,8 @@ def table(rows, baseline) -> str:
     note = f"; x* = against {TORCH}, where the {baseline} row failed" if baseline != TORCH else ""
     lines = [f"x = {baseline} time / row time (> 1: faster than {baseline}){note}"]
     for section, (title, columns) in SECTIONS.items():
+        if not any(r["section"] == section for r in rows):
+            continue
         header = " ".join(f"{name:>{int(fmt.split('.')[0])}}" for name, _, fmt in columns)
         lines += ["", title, f"{'batch':>6} {'variant':<24} {header}"]
         for r in rows:
@@ -371,8 +443,13 @@ def main() -> int:
     epoch_variants = ([TORCH_DWN] if torch_dwn else [TORCH]) + [KERNELS, GRAPH]
     run_rows("epoch", epoch_variants, [args.epoch_batch],
              lambda v, b: epoch_row(v, torch_dwn, args.epoch_samples, b, device, Timer(device, 0, 0)), rows)
-    run_rows("profile", ([TORCH_DWN] if torch_dwn else []) + [KERNELS], args.batches[:1],
-             lambda v, b: profile_row(v, torch_dwn, b, device), rows)
+    if device.type == "cuda":
+        run_rows("launch", [LAUNCH_TORCH, LAUNCH_OURS], [1], lambda v, b: launch_row(v, device, Timer(device, 0, 0)),
+                 rows)
+    profiled = ([TORCH_DWN] if torch_dwn else []) + [KERNELS]
+    run_rows("profile", profiled, args.batches[:1], lambda v, b: profile_row("step", v, torch_dwn, b, device), rows)
+    run_rows("profile_efd", profiled, sorted({args.batches[0], args.batches[-1]}),
+             lambda v, b: profile_row("efd", v, torch_dwn, b, device), rows)
     add_ratios(rows, baseline)
     print()
     print(table(rows, baseline))
