@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DWNError
+from .errors import DWNError, first_line
 
 
 @dataclass
@@ -86,7 +86,7 @@ def _torchvision(cfg) -> Splits:
         parts = [cls(root=cfg.root, train=train, download=cfg.download) for train in (True, False)]
     except Exception as exc:  # torchvision raises RuntimeError when absent, URLError/OSError offline
         if cfg.download:
-            raise DWNError(f"{name} could not be downloaded into dataset.root={cfg.root!r} ({_first_line(exc)}); "
+            raise DWNError(f"{name} could not be downloaded into dataset.root={cfg.root!r} ({first_line(exc)}); "
                            f"without a network, copy {name}/raw from a machine that has it into that folder (and "
                            "drop dataset.download), or try the bundled dataset=digits.") from exc
         raise DWNError(f"{name} was not found under dataset.root={cfg.root!r} (expected {Path(cfg.root) / name}); "
@@ -98,11 +98,6 @@ def _torchvision(cfg) -> Splits:
         tensors += [data, torch.as_tensor(np.asarray(part.targets), dtype=torch.int64)]
     return Splits(*tensors, num_classes=len(parts[0].classes), name=cfg.kind, class_names=list(parts[0].classes),
                   image_shape=tuple(np.asarray(parts[0].data).shape[1:]))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def _sklearn_bundled(cfg) -> Splits:

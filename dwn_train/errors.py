@@ -4,7 +4,8 @@ DWNError: a mistake a user can make (bad config values, files, data), exit 2; it
 ValueError so library callers can catch it the usual way. RunError: the environment stopped a run
 (disk full, unwritable folder, a verification mismatch), exit 1. Interrupted: Ctrl-C, exit 130.
 Each is raised with one sentence that names what was wrong and what to do. `is_int` and
-`is_number` are the type tests those checks share (a bool is neither, though Python's bool is an int).
+`is_number` are the type tests those checks share (a bool is neither, though Python's bool is an int);
+`first_line` and `os_reason` put another library's error into such a sentence.
 """
 
 
@@ -51,6 +52,12 @@ class Interrupted(Exception):
 
     exit_code = 130
 
+
+
+def first_line(exc: BaseException) -> str:
+    """'Type: the first line of its message' (the type alone for an empty message)."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
 def os_reason(exc: BaseException) -> str:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import DWNError
+from .errors import DWNError, first_line
 from .optim import CAPTURABLE
 
 
@@ -120,11 +120,10 @@ class GraphStep:
 
 
 def _first_error(exc: BaseException) -> str:
-    """'Type: first line' of the error that started `exc`'s chain: when an operation inside the
-    capture fails, ending the capture raises again, with a message that names no cause."""
+    """first_line of the error that started `exc`'s chain: when an operation inside the capture
+    fails, ending the capture raises again, with a message that names no cause."""
     seen = {id(exc)}
     while exc.__context__ is not None and id(exc.__context__) not in seen:
         exc = exc.__context__
         seen.add(id(exc))
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+    return first_line(exc)

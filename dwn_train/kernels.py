@@ -21,7 +21,7 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from .errors import DWNError
+from .errors import DWNError, first_line
 from .resources import kernels_dir
 
 THREADS = 256
@@ -91,8 +91,8 @@ def _loads(device: int) -> bool:
     try:
         _module("lut", device)
     except Exception as exc:  # CuPy's compile and driver errors have no common base class
-        warnings.warn(f"the CUDA kernels could not be loaded on cuda:{device} ({type(exc).__name__}: "
-                      f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); using the torch implementation.")
+        warnings.warn(f"the CUDA kernels could not be loaded on cuda:{device} ({first_line(exc)}); using the torch "
+                      "implementation.")
         return False
     return True
 
