@@ -288,14 +288,13 @@ def profile_row(kind, variant, lib, batch, device, steps=PROFILE_STEPS):
             torch.cuda.synchronize()
     wall_ms = (time.perf_counter() - start) * 1e3 / steps
     events = prof.key_averages()
-    host = sorted(((e.self_cpu_time_total / 1e3 / steps, e.count / steps, e.key) for e in events
-                   if getattr(e, "device_type", None) != DeviceType.CUDA and not e.key.startswith("ProfilerStep")),
-                  reverse=True)
-    if cuda:  # the kernels themselves (CuPy's launches included: the profiler sees the whole context)
-        events = [e for e in events if getattr(e, "device_type", None) == DeviceType.CUDA]
-    else:  # operators: the top-level ones would count their children twice, so own time only
-        events = [e for e in events if not e.key.startswith("ProfilerStep")]
-    timed = sorted(((_self_time(e, cuda) / 1e3 / steps, e.count / steps, e.key) for e in events), reverse=True)
+    on_gpu = lambda e: getattr(e, "device_type", None) == DeviceType.CUDA  # noqa: E731
+    per_call = lambda chosen, gpu: sorted(((_self_time(e, gpu) / 1e3 / steps, e.count / steps, e.key)  # noqa: E731
+                                           for e in chosen), reverse=True)
+    # host operators by own time (the top-level ones would count their children twice)
+    host = per_call([e for e in events if not on_gpu(e) and not e.key.startswith("ProfilerStep")], False)
+    # on a GPU the kernels themselves (CuPy's launches included: the profiler sees the whole context)
+    timed = per_call([e for e in events if on_gpu(e)], True) if cuda else host
     busy_ms = sum(ms for ms, _, _ in timed)
     listed = lambda items: [{"name": name, "ms": ms, "calls": calls} for ms, calls, name in items]  # noqa: E731
     return {"wall_ms": wall_ms, "busy_ms": busy_ms, "kernels_per_step": sum(c for _, c, _ in timed) if cuda else None,

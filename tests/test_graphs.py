@@ -20,6 +20,11 @@ def _model():
                                dwn.GroupSum(5))
 
 
+def _objective(logits, labels, scale):
+    """The step's loss as GraphStep calls it."""
+    return torch.nn.functional.cross_entropy(logits, labels) * scale
+
+
 def _step(model, optimizer, x, y):
     optimizer.zero_grad(set_to_none=False)
     torch.nn.functional.cross_entropy(model(x), y).backward()
@@ -127,19 +132,18 @@ def test_a_step_that_cannot_be_captured_is_undone_then_trained_eagerly(monkeypat
     model, reference = _model(), _model()
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     ref_opt = torch.optim.Adam(reference.parameters(), lr=0.05)
-    objective = lambda logits, labels, scale: torch.nn.functional.cross_entropy(logits, labels) * scale  # noqa: E731
     eager_calls = []
 
     def eager(xb, yb, scale):
         eager_calls.append(len(xb))
         opt.zero_grad(set_to_none=False)
-        loss = objective(model(xb), yb, scale)
+        loss = _objective(model(xb), yb, scale)
         loss.backward()
         opt.step()
         return loss, None
 
     messages = []
-    step = GraphStep(model, opt, objective, eager, batch_size=16, fallback=messages.append)
+    step = GraphStep(model, opt, _objective, eager, batch_size=16, fallback=messages.append)
     for _ in range(2):
         step(x, y, 1.0)
         _step(reference, ref_opt, x, y)
@@ -150,7 +154,7 @@ def test_a_step_that_cannot_be_captured_is_undone_then_trained_eagerly(monkeypat
     for a, b in zip(model.parameters(), reference.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
 
-    strict = GraphStep(model, opt, objective, eager, batch_size=16)
+    strict = GraphStep(model, opt, _objective, eager, batch_size=16)
     with pytest.raises(DWNError, match=r"trainer.cuda_graphs=true: the training step could not be captured"):
         strict(x, y, 1.0)
 
@@ -177,14 +181,13 @@ def test_a_capture_that_fails_in_its_warm_up_undoes_the_steps_it_took(monkeypatc
     model = FailsOnce()
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
     ref_opt = torch.optim.Adam(reference.parameters(), lr=0.05)
-    objective = lambda logits, labels, scale: torch.nn.functional.cross_entropy(logits, labels) * scale  # noqa: E731
 
     def eager(xb, yb, scale):
         _step(model, opt, xb, yb)
         return None, None
 
     messages = []
-    GraphStep(model, opt, objective, eager, batch_size=16, fallback=messages.append)(x, y, 1.0)
+    GraphStep(model, opt, _objective, eager, batch_size=16, fallback=messages.append)(x, y, 1.0)
     _step(reference, ref_opt, x, y)
     assert "warm-up step 2" in messages[0]
     # warm-up step 1 moved the weights and Adam's moments and count: undone, so the one eager step
@@ -200,9 +203,8 @@ def test_out_of_memory_and_our_own_errors_are_not_taken_for_a_failed_capture(mon
     _cpu_stand_ins(monkeypatch, error)
     model = _model()
     opt = torch.optim.Adam(model.parameters(), lr=0.05)
-    objective = lambda logits, labels, scale: torch.nn.functional.cross_entropy(logits, labels) * scale  # noqa: E731
     messages = []
-    step = GraphStep(model, opt, objective, lambda *a: None, batch_size=16, fallback=messages.append)
+    step = GraphStep(model, opt, _objective, lambda *a: None, batch_size=16, fallback=messages.append)
     with pytest.raises(type(error), match=str(error)):
         step((torch.rand(16, 20) > 0.5).float(), torch.randint(0, 5, (16,)), 1.0)
     assert messages == []
