@@ -80,6 +80,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(tmp_path):
     ("train", ["dataset=nosuch"], "nosuch"),
     ("train", ["trainer.batch_size=0"], "trainer.batch_size must be a positive integer"),
     ("train", ["trainer.epochs=many"], "epochs"),
+    ("train", ["trainer.cuda_graphs=maybe"], "trainer.cuda_graphs must be auto, true or false; got 'maybe'"),
     ("eval", ["checkpoint=/no/such/file.pt"], "does not exist"),
     ("eval", [], "checkpoint"),
     ("export", ["checkpoint=/no/such.pt", "format=verilog", "fpga_timeout=0"], "fpga_timeout must be a positive number"),
