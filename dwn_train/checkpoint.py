@@ -6,7 +6,8 @@ monitor, config (the resolved config as plain data), data (num_classes, feature_
 in_features).
 
 `restore(path)` is the one way back from a file to (config, encoder, model): dwn-eval, dwn-export
-and the benchmarks use it. (Resuming a run loads the payload into the objects the trainer built.)
+and the benchmarks use it. Resuming a run (dwn_train/run/resume.py) reads the same way
+(load_checkpoint, restore_encoder, load_state) into the objects the trainer built.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import os
 import pickle
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,7 +164,7 @@ def restore(path, dataset: dict | None = None) -> Restored:
     """Read a checkpoint and rebuild its encoder and model from its own stored config; `dataset`
     ({key: value}, e.g. from data_overrides) replaces stored dataset keys (the data moved)."""
     from .config import stored_config
-    from .model import build_encoder, build_model, check_encoding, check_model
+    from .model import build_model, check_encoding, check_model
 
     payload = load_checkpoint(path)
     where = f"checkpoint {str(path)!r}"
@@ -181,7 +181,6 @@ def restore(path, dataset: dict | None = None) -> Restored:
             config.dataset[key] = value
         check_encoding(config.encoding)
         check_model(config.model)
-        encoder = build_encoder(config.encoding)
         model = build_model(config.model, int(data["in_features"]), int(data["num_classes"]))
     except DWNError as exc:
         raise DWNError(f"{where}'s stored config does not build a model: {exc}") from None
@@ -189,9 +188,19 @@ def restore(path, dataset: dict | None = None) -> Restored:
         raise
     except Exception as exc:  # a missing or mistyped entry
         raise _damaged(where, exc) from None
-    load_state(encoder, payload["encoder"], f"{where}'s encoder")
+    encoder = restore_encoder(config.encoding, payload, where)  # (check_encoding passed: it builds)
     load_state(model, payload["model"], where)
     return Restored(Path(path), payload, config, encoder, model.eval(), data)
+
+
+def restore_encoder(encoding_cfg, payload: dict, where: str):
+    """The fitted thermometer of a payload, built as `encoding_cfg` says (a resume: today's encoding
+    group, checked equal to the trained one)."""
+    from .model import build_encoder
+
+    encoder = build_encoder(encoding_cfg)
+    load_state(encoder, payload["encoder"], f"{where}'s encoder")
+    return encoder
 
 
 def _damaged(where: str, exc: Exception) -> DWNError:

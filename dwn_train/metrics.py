@@ -1,4 +1,4 @@
-"""Per-epoch records in the run folder: metrics.jsonl, metrics.csv, curves.png, TensorBoard."""
+"""Per-epoch records of a run: metrics.jsonl, metrics.csv, curves.png, TensorBoard (paths: run/folder.py)."""
 
 from __future__ import annotations
 
@@ -38,23 +38,24 @@ def _is_row(row) -> bool:
 
 
 class MetricsLog:
-    """Appends one row per epoch to metrics.jsonl and metrics.csv in `run_dir`.
+    """Appends one row per epoch to `jsonl` and `csv` (a run folder's metrics.jsonl and .csv), and
+    to TensorBoard events in the folder `tensorboard` when one is given.
 
     `keep_through(epoch)` drops rows after `epoch` (a resumed run redoes them), so resuming into
     the same folder never duplicates an epoch.
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool = False, enabled: bool = True):
-        self.jsonl, self.csv = run_dir / "metrics.jsonl", run_dir / "metrics.csv"
+    def __init__(self, jsonl: Path, csv: Path, tensorboard: Path | None = None, enabled: bool = True):
+        self.jsonl, self.csv = jsonl, csv
         self.rows: list[dict] = []
         self.writer = None
         self.enabled = enabled  # False on DDP ranks other than 0: keep nothing, write nothing
-        if tensorboard and enabled:
+        if tensorboard is not None and enabled:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
                 raise DWNError("logger=tensorboard needs the tensorboard package: pip install tensorboard.") from exc
-            self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            self.writer = SummaryWriter(log_dir=str(tensorboard))
 
     def keep_through(self, epoch: int) -> None:
         if not self.enabled:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -24,8 +23,9 @@ from pathlib import Path
 
 import yaml
 
-from .errors import is_int
 from .metrics import read_rows
+from .run.folder import RunFolder
+from .run.sweep import job_order
 
 COLUMNS = ("config", "n", "test_acc_mean", "test_acc_sd", "test_acc_min", "test_acc_max", "best_val_test_acc_mean",
            "best_val_test_acc_sd", "best_val_epoch_mean", "seconds_per_epoch", "jobs")
@@ -54,22 +54,15 @@ class Job:
 
 
 def _job(folder: Path) -> Job | None:
-    metrics, failed = folder / "metrics.jsonl", folder / "failed.json"
-    if not metrics.is_file() and not failed.is_file():
+    run = RunFolder(folder)
+    failure = run.failure()
+    if failure is None and not run.metrics.is_file():
         return None
-    job = Job(folder, _overrides(folder / ".hydra" / "overrides.yaml"))
-    if failed.is_file():
-        try:
-            record = json.loads(failed.read_text())
-        except (OSError, ValueError):
-            record = None
-        if not isinstance(record, dict):
-            record = {"error": "unreadable failed.json"}
-        code = record.get("exit_code", 1)
-        job.failed = str(record.get("error", "failed"))
-        job.exit_code = code if is_int(code) and 0 < code < 256 else 1
-    elif metrics.is_file():
-        job.rows, bad = read_rows(metrics)
+    job = Job(folder, _overrides(run.hydra / "overrides.yaml"))
+    if failure is not None:
+        job.exit_code, job.failed = failure
+    else:
+        job.rows, bad = read_rows(run.metrics)
         epochs, done = _planned_epochs(folder), job.rows[-1]["epoch"] if job.rows else 0
         if bad:  # listed, not averaged: its figures cannot all be read
             job.failed, job.exit_code = f"metrics.jsonl has {bad} unreadable line(s)", 1
@@ -91,7 +84,7 @@ def _overrides(path: Path) -> list[str]:
 def _planned_epochs(folder: Path):
     """trainer.epochs of the job's config (Hydra's .hydra/config.yaml), or None without one."""
     try:
-        config = yaml.safe_load((folder / ".hydra" / "config.yaml").read_text()) or {}
+        config = yaml.safe_load((RunFolder(folder).hydra / "config.yaml").read_text()) or {}
         return int(config["trainer"]["epochs"])
     except (OSError, ValueError, TypeError, KeyError, yaml.YAMLError):
         return None
@@ -115,10 +108,6 @@ def collect(paths) -> list[Job]:
             if child.is_dir():
                 add(child)
     return jobs
-
-
-def job_order(path: Path):
-    return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
 
 
 def _stats(values: list) -> tuple:

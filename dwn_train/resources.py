@@ -2,9 +2,9 @@
 
 In a checkout (and an editable install) they sit next to the package directory; in a wheel the
 build copies them inside the package (see pyproject.toml). This module is the only place that
-knows both layouts, so every other module asks here. It also knows the machine's memory:
-`check_memory` refuses, in one sentence, a size that could never fit (before torch tries to
-allocate it and fails with a traceback, or the system starts swapping).
+knows both layouts, so every other module asks here; it also tells the installed `version()`. It
+knows the machine's memory too: `check_memory` refuses, in one sentence, a size that could never
+fit (before torch tries to allocate it and fails with a traceback, or the system starts swapping).
 """
 
 from __future__ import annotations
@@ -25,6 +25,16 @@ def _resource_dir(name: str) -> Path:
         f"dwn-train's '{name}' directory is missing: looked in {_PACKAGE_DIR / name} and "
         f"{_PACKAGE_DIR.parent / name}; reinstall the package."
     )
+
+
+def version() -> str:
+    """dwn-train's version as installed, or what a checkout that was never installed is."""
+    from importlib.metadata import PackageNotFoundError, version as installed
+
+    try:
+        return installed("dwn-train")
+    except PackageNotFoundError:
+        return "(not installed; running from a checkout)"
 
 
 def conf_dir() -> Path:

@@ -1,7 +1,6 @@
 """dataset.augment: translations drawn per sample and epoch, thresholds fitted on clean data,
 and a resumed run that sees the same augmented batches."""
 
-import json
 
 import numpy as np
 import pytest
@@ -11,6 +10,7 @@ from dwn_train import DWNError
 from dwn_train.augment import draw_shifts, translate
 from dwn_train.train import train
 from conftest import compose
+from helpers.runs import metric_rows
 
 
 def test_translate_moves_each_image_by_its_own_shift():
@@ -74,7 +74,7 @@ def test_augmented_training_learns_and_fits_thresholds_on_clean_images(fake_mnis
 
     cfg = compose([*MODEL, "trainer.epochs=5", "dataset.augment.shift=1"])
     train(cfg, tmp_path)
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    rows = metric_rows(tmp_path)
     assert rows[-1]["test_acc"] > 0.55  # 0.70 when measured; 0.77 without augmentation
     clean = build_encoder(cfg.encoding).fit(load_dataset(cfg.dataset).x_train)
     stored = load_checkpoint(tmp_path / "checkpoints" / "last.pt")["encoder"]["thresholds"]
@@ -88,8 +88,8 @@ def test_augmentation_changes_training_and_resume_repeats_it_exactly(fake_mnist,
     train(compose([*MODEL, "trainer.epochs=2"]), tmp_path / "plain")
     train(compose([*base, "trainer.epochs=1"]), tmp_path / "broken")
     train(compose([*base, "trainer.epochs=2", "trainer.resume=auto"]), tmp_path / "broken")
-    read = lambda p: [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "samples_per_s")}
-                      for line in (p / "metrics.jsonl").read_text().splitlines()]
+    read = lambda p: [{k: v for k, v in row.items() if k not in ("seconds", "samples_per_s")}  # noqa: E731
+                      for row in metric_rows(p)]
     assert read(tmp_path / "broken") == read(tmp_path / "whole")
     assert read(tmp_path / "plain") != read(tmp_path / "whole")
     a = torch.load(tmp_path / "whole" / "checkpoints" / "last.pt", weights_only=True)["model"]

@@ -12,7 +12,8 @@ from dwn_train.errors import RunError
 from dwn_train.checkpoint import load_checkpoint, make_payload, restore, save_checkpoint
 from dwn_train.config import stored_config
 from dwn_train.model import build_encoder, build_model
-from conftest import SMALL, compose
+from conftest import compose
+from helpers.runs import SMALL
 
 
 def _minimal(epoch):

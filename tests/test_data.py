@@ -102,7 +102,7 @@ def test_the_validation_split_partitions_train_and_the_encoder_sees_only_the_res
 
     from dwn_train.model import build_encoder
     from dwn_train.prepare import prepare_data
-    from conftest import SMALL
+    from helpers.runs import SMALL
 
     cfg = compose_cfg([*SMALL, "trainer.val_fraction=0.2", "trainer.seed=3"])
     full = load_dataset(cfg.dataset)

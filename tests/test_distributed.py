@@ -1,6 +1,5 @@
 """trainer.strategy=ddp: two gloo processes on the CPU, launched by torchrun like a user would."""
 
-import json
 import os
 import subprocess
 import sys
@@ -8,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import SMALL
+from helpers.runs import SMALL, metric_rows
 
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 _port = iter(range(29700, 29800))
@@ -30,10 +29,6 @@ def _weights(run):
     return torch.load(run / "checkpoints" / "last.pt", weights_only=True)["model"]
 
 
-def _rows(run):
-    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-
-
 @pytest.mark.slow
 def test_two_processes_make_the_same_update_as_one(tmp_path):
     # one SGD step on one global batch (the whole training split): the update is -lr * gradient
@@ -44,7 +39,7 @@ def test_two_processes_make_the_same_update_as_one(tmp_path):
     assert one.keys() == two.keys()
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-5, atol=1e-6)
-    assert _rows(tmp_path / "two")[0]["train_loss"] == pytest.approx(_rows(tmp_path / "one")[0]["train_loss"], rel=1e-6)
+    assert metric_rows(tmp_path / "two")[0]["train_loss"] == pytest.approx(metric_rows(tmp_path / "one")[0]["train_loss"], rel=1e-6)
 
 
 @pytest.mark.slow
@@ -52,7 +47,7 @@ def test_two_processes_train_well_write_once_and_resume(tmp_path):
     run = tmp_path / "run"
     _torchrun("trainer.epochs=2", f"hydra.run.dir={run}")
     _torchrun("trainer.epochs=3", "trainer.resume=auto", f"hydra.run.dir={run}")
-    rows = _rows(run)
+    rows = metric_rows(run)
     assert [r["epoch"] for r in rows] == [1, 2, 3]  # rank 0 alone wrote, once per epoch
     assert rows[-1]["test_acc"] > 0.85, rows[-1]
     assert sorted(p.name for p in run.iterdir()) == [".hydra", ".lock", "checkpoints", "metrics.csv", "metrics.jsonl",

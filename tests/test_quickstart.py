@@ -7,7 +7,7 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 import dwn_train as dwn
-from conftest import fit_and_score
+from helpers.fit import fit_and_score
 
 
 @pytest.mark.slow

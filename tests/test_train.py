@@ -1,28 +1,20 @@
 """The training run in-process: learning, run-folder outputs, the one validation pass, the step."""
 
-import json
-import os
-import signal
 
 import pytest
 import torch
 
 import dwn_train as dwn
 from dwn_train import DWNError
-from dwn_train import train as training
-from dwn_train.errors import Interrupted
 from dwn_train.regularizers import spectral
 from dwn_train.checkpoint import load_checkpoint
 from dwn_train.train import train
-from conftest import SMALL, compose
-
-
-def _rows(run_dir):
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+from conftest import compose
+from helpers.runs import SMALL, metric_rows
 
 
 def _last_row(run_dir):
-    return _rows(run_dir)[-1]
+    return metric_rows(run_dir)[-1]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +29,7 @@ def plain_run(tmp_path_factory):
 def test_digits_run_learns_and_writes_its_folder(compose_cfg, tmp_path):
     cfg = compose_cfg([*SMALL, "trainer.epochs=4", "trainer.val_fraction=0.1", "trainer.plot=true"])
     best = train(cfg, tmp_path)
-    rows = _rows(tmp_path)
+    rows = metric_rows(tmp_path)
     assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
     assert rows[-1]["test_acc"] > 0.88, rows[-1]
     assert best == max(r["val_acc"] for r in rows)  # selected on validation, never on test
@@ -55,7 +47,7 @@ def test_digits_run_learns_and_writes_its_folder(compose_cfg, tmp_path):
 def test_a_loss_monitor_keeps_the_lowest_and_eval_every_skips_epochs(compose_cfg, tmp_path):
     best = train(compose_cfg([*SMALL, "trainer.epochs=3", "trainer.eval_every=2",
                               "trainer.checkpoint.monitor=train_loss"]), tmp_path)
-    rows = _rows(tmp_path)
+    rows = metric_rows(tmp_path)
     assert [r.get("test_acc") is not None for r in rows] == [False, True, True]  # epoch 2, and the last
     lowest = min(rows, key=lambda r: r["train_loss"])
     assert best == lowest["train_loss"]
@@ -71,7 +63,7 @@ def test_a_loss_monitor_keeps_the_lowest_and_eval_every_skips_epochs(compose_cfg
     ("trainer.device=tpu", "device"),
     ("trainer.cuda_graphs=true", "cuda_graphs"),
     ("trainer.cuda_graphs=maybe", "trainer.cuda_graphs must be auto, true or false; got 'maybe'"),
-    ("trainer.cuda_graphs=1", "trainer.cuda_graphs must be auto, true or false; got 1"),
+    ("trainer.cuda_graphs=1", "trainer.cuda_graphs must be auto, true or false; got '1'"),
     ("trainer.backend=gpu", "backend"),
     ("trainer.checkpoint.monitor=test_acc", "never chooses"),
     ("trainer.checkpoint.monitor=val_acc", "val_fraction"),
@@ -221,76 +213,6 @@ def test_scoring_an_empty_share_is_zero_not_an_error():
     assert (accuracy, loss, len(preds)) == (0.0, 0.0, 0)
 
 
-def test_ctrl_c_during_the_last_epochs_evaluation_still_interrupts(compose_cfg, tmp_path, monkeypatch):
-    one_epoch = training._train_epoch
-
-    def then_ctrl_c(*args, **kwargs):  # the signal lands after the last step, before evaluation
-        row = one_epoch(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGINT)
-        return row
-
-    monkeypatch.setattr(training, "_train_epoch", then_ctrl_c)
-    before = signal.getsignal(signal.SIGINT)
-    with pytest.raises(Interrupted, match="the last checkpoint is epoch 1"):
-        train(compose_cfg([*SMALL, "trainer.epochs=1"]), tmp_path)
-    assert signal.getsignal(signal.SIGINT) is before  # the run's handler is removed again
-
-
-def test_more_epochs_resume_a_step_schedule_but_not_a_cosine_one(tmp_path):
-    """A cosine schedule's restored state keeps the length it was built for (its learning rate
-    would climb again after it): trainer.epochs may only grow on resume under other schedules."""
-    from omegaconf import OmegaConf
-
-    for schedule, refused in (("scheduler=step", False), ("scheduler=cosine", True)):
-        trained = {"config": OmegaConf.to_container(compose([*SMALL, schedule, "trainer.epochs=4"]), resolve=True)}
-        training._check_resumable(compose([*SMALL, schedule, "trainer.epochs=4", "trainer.threads=1"]), trained, tmp_path)
-        longer = compose([*SMALL, schedule, "trainer.epochs=8"])
-        if refused:
-            with pytest.raises(DWNError, match=r"trainer.epochs=4 \(today 8\)"):
-                training._check_resumable(longer, trained, tmp_path)
-        else:
-            training._check_resumable(longer, trained, tmp_path)
-    # trained with cosine, resumed under another schedule: both named at once
-    trained = {"config": OmegaConf.to_container(compose([*SMALL, "scheduler=cosine", "trainer.epochs=4"]), resolve=True)}
-    with pytest.raises(DWNError, match=r"scheduler.kind=cosine \(today step\).*trainer.epochs=4 \(today 8\)|"
-                                       r"trainer.epochs=4 \(today 8\).*scheduler.kind=cosine \(today step\)"):
-        training._check_resumable(compose([*SMALL, "scheduler=step", "trainer.epochs=8"]), trained, tmp_path)
-
-
-def test_the_monitor_is_compared_as_the_metric_it_names_on_resume(tmp_path):
-    from omegaconf import OmegaConf
-
-    trained = {"config": OmegaConf.to_container(compose([*SMALL, "trainer.val_fraction=0.1"]), resolve=True),
-               "monitor": "val_acc"}  # auto, with a validation split
-    training._check_resumable(compose([*SMALL, "trainer.val_fraction=0.1", "trainer.checkpoint.monitor=val_acc"]),
-                              trained, tmp_path)
-    with pytest.raises(DWNError, match=r"trainer.checkpoint.monitor=val_acc \(today train_loss\)"):
-        training._check_resumable(compose([*SMALL, "trainer.val_fraction=0.1", "trainer.checkpoint.monitor=train_loss"]),
-                                  trained, tmp_path)
-
-
-def test_a_resume_reads_past_a_metrics_line_cut_short_by_the_kill(compose_cfg, tmp_path):
-    """SIGKILL during an append leaves half a line (or bytes that are not UTF-8) at the end of
-    metrics.jsonl: the resume drops it with a warning and writes whole rows from there."""
-    train(compose_cfg([*SMALL, "trainer.epochs=2"]), tmp_path)
-    with (tmp_path / "metrics.jsonl").open("ab") as handle:
-        handle.write(b'{"epoch": 3, "train_loss": 0.\xff')
-    train(compose_cfg([*SMALL, "trainer.epochs=3", "trainer.resume=auto"]), tmp_path)
-    assert [row["epoch"] for row in _rows(tmp_path)] == [1, 2, 3]
-
-
-def test_a_checkpoint_without_optimizer_state_is_refused_for_resume_only(compose_cfg, tmp_path):
-    from dwn_train.checkpoint import restore, save_checkpoint
-
-    train(compose_cfg([*SMALL, "trainer.epochs=1"]), tmp_path / "run")
-    payload = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
-    del payload["rng"]
-    save_checkpoint(payload, tmp_path / "c.pt")
-    with pytest.raises(DWNError, match="cannot be resumed: it has no rng state"):
-        train(compose_cfg([*SMALL, "trainer.epochs=2", f"trainer.resume={tmp_path / 'c.pt'}"]), tmp_path / "again")
-    assert restore(tmp_path / "c.pt").payload["epoch"] == 1  # still good for dwn-eval and dwn-export
-
-
 @pytest.mark.parametrize("override, words", [
     ("encoding.num_bits=100000000000", "the encoded data .* needs about .* GiB, more than this machine's"),
     ("model.layers.1.out_features=100000000000", r"the model \(parameters, gradients and optimizer state\) needs"),
@@ -300,16 +222,3 @@ def test_sizes_no_machine_holds_are_refused_before_allocating(compose_cfg, tmp_p
         train(compose_cfg([*SMALL, "trainer.epochs=1", override]), tmp_path)
 
 
-def test_the_fresh_run_refusal_offers_only_what_can_continue(tmp_path):
-    from dwn_train.train import _check_fresh
-
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "best.pt").write_bytes(b"")
-    with pytest.raises(DWNError, match=r"holds a run \(checkpoints/best.pt\): continue from one of its checkpoints"):
-        _check_fresh(tmp_path, None)
-    (tmp_path / "checkpoints" / "best.pt").unlink()
-    (tmp_path / "metrics.jsonl").write_text('{"epoch": 1}\n')
-    with pytest.raises(DWNError, match=r"holds a run \(metrics.jsonl\): start afresh there with trainer.resume="):
-        _check_fresh(tmp_path, None)
-    _check_fresh(tmp_path, "auto")  # metrics without any checkpoint: a run killed before its first one
-    _check_fresh(tmp_path, "overwrite")

@@ -1,0 +1,103 @@
+"""A run folder and every path in it, written once.
+
+    .hydra/                  Hydra's record of the config (config.yaml, overrides.yaml, hydra.yaml)
+    <job>.log                the job's log (train.log, eval.log, export.log)
+    metrics.jsonl/.csv       one row per epoch (dwn_train/metrics.py)
+    curves.png               loss and accuracy per epoch (trainer.plot)
+    tensorboard/             TensorBoard events (logger=tensorboard)
+    checkpoints/last.pt      the end of the latest epoch (what trainer.resume=auto continues)
+    checkpoints/best.pt      the best epoch by trainer.checkpoint.monitor
+    .lock                    held by the live run (run/lock.py), holding its pid
+    failed.json              a sweep job that failed: its exit code and error (run/sweep.py reads it)
+    .sweep_id                the id of the sweep the job belongs to (run/sweep.py)
+
+A folder *holds a run* when it has a checkpoint or a metrics row: that is what a fresh run would
+replace, and what a sweep into the folder would meet (`holds_run`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import is_int
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    last = property(lambda self: self.checkpoints / "last.pt")
+    best = property(lambda self: self.checkpoints / "best.pt")
+    metrics = property(lambda self: self.path / "metrics.jsonl")
+    metrics_csv = property(lambda self: self.path / "metrics.csv")
+    curves = property(lambda self: self.path / "curves.png")
+    tensorboard = property(lambda self: self.path / "tensorboard")
+    lock = property(lambda self: self.path / ".lock")
+    hydra = property(lambda self: self.path / ".hydra")
+    failed = property(lambda self: self.path / "failed.json")
+    sweep_id = property(lambda self: self.path / ".sweep_id")
+
+    def log(self, job: str) -> Path:
+        """The job's log file (Hydra's file handler writes it; job: hydra.job.name)."""
+        return self.path / f"{job}.log"
+
+    def checkpoint_files(self) -> list[Path]:
+        return sorted(self.checkpoints.glob("*.pt")) if self.checkpoints.is_dir() else []
+
+    def records(self, checkpoints_only: bool = False) -> list[str]:
+        """What of a run the folder holds, as names relative to it: metrics.jsonl when it has
+        anything in it, then each checkpoint (only those with checkpoints_only)."""
+        found = [f"checkpoints/{path.name}" for path in self.checkpoint_files()]
+        if not checkpoints_only and self.metrics.is_file() and self.metrics.stat().st_size:
+            found.insert(0, self.metrics.name)
+        return found
+
+    def holds_run(self) -> bool:
+        """Whether a run was recorded here (a checkpoint or a metrics row): the one rule a fresh
+        run and a sweep into this folder are refused by."""
+        return bool(self.records())
+
+    def is_job(self) -> bool:
+        """Whether a command ran here (Hydra's record, metrics or a failure record)."""
+        return self.path.is_dir() and any(p.exists() for p in (self.hydra, self.metrics, self.failed))
+
+    def append_log(self, job: str, text: str) -> None:
+        """Add `text` to the job's log; an unwritable folder fails the job itself, which says why."""
+        try:
+            with self.log(job).open("a") as handle:
+                handle.write(text)
+        except OSError:
+            pass
+
+    def record_failure(self, exit_code: int, error: str) -> None:
+        """failed.json: a sweep job that failed, with its exit status and the sentence it said."""
+        self.failed.write_text(json.dumps({"exit_code": exit_code, "error": error}) + "\n")
+
+    def failure(self) -> tuple[int, str] | None:
+        """(exit status, error) from failed.json, or None without one; a damaged record is read as
+        a failure with status 1."""
+        if not self.failed.is_file():
+            return None
+        try:
+            record = json.loads(self.failed.read_text())
+        except (OSError, ValueError):
+            record = None
+        if not isinstance(record, dict):
+            record = {"error": "unreadable failed.json"}
+        code = record.get("exit_code", 1)
+        return (code if is_int(code) and 0 < code < 256 else 1), str(record.get("error", "failed"))
+
+    def clear(self) -> None:
+        """Remove what an earlier run recorded (trainer.resume=overwrite: a fresh run in a folder
+        that held one): its checkpoints, metrics, curves and TensorBoard events, so nothing of it
+        can be resumed or read as the new run's. Hydra's record and the logs are the new run's."""
+        for path in (*self.checkpoint_files(), self.metrics, self.metrics_csv, self.curves):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.tensorboard, ignore_errors=True)

@@ -1,0 +1,122 @@
+"""The command line, checked before Hydra runs: what Hydra would otherwise report with a traceback,
+or do before a job could refuse it.
+
+    check(name, argv, world)    one DWNError (exit 2) or RunError (exit 1) for: torchrun without
+                                hydra.run.dir, dataset= for dwn-eval/dwn-export, an empty run folder,
+                                a run folder that cannot be made
+    rank_words(rank, world)     what ranks other than 0 add to their argv (one run folder, rank 0's)
+    early_lock(argv, world)     dwn-train's run folder held before Hydra writes its files there
+    mark_started(), started()   whether a job or sweep has started: an exit status 1 after that is
+                                ours, before it Hydra's composition error (dwn_train/cli.py)
+
+The entry point passes argv and torchrun's WORLD_SIZE/RANK; nothing here reads them itself.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import DWNError, RunError
+from .folder import RunFolder
+
+_started = False
+# Hydra's flags that print instead of running: no run folder is made
+_SHOWING = ("--help", "-h", "--hydra-help", "--cfg", "-c")
+
+
+def mark_started() -> None:
+    global _started
+    _started = True
+
+
+def started() -> bool:
+    return _started
+
+
+def multirun(argv: list[str]) -> bool:
+    return any(arg in ("-m", "--multirun") for arg in argv)
+
+
+def named_dir(argv: list[str], key: str) -> str | None:
+    """The folder the last `key=VALUE` of `argv` names, as Hydra reads it (quotes removed; a number
+    or bool as Hydra's string field stores it; "" when empty), or None when there is none or it holds an
+    interpolation (${now:...}: only Hydra can resolve it)."""
+    given = [arg for arg in argv if arg.startswith(key + "=")]
+    if not given:
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        value = OverridesParser.create().parse_override(given[-1]).value()
+    except Exception:  # Hydra says what is wrong with the override when it parses it itself
+        return None
+    if value is None:  # key= (Hydra reads an empty value as null)
+        return ""
+    if isinstance(value, (int, float)):  # as Hydra's string field stores it: 123 -> "123", 1e3 -> "1000.0"
+        return str(value)
+    return value if isinstance(value, str) and "${" not in value else None
+
+
+def check(name: str, argv: list[str], world: int = 1) -> None:
+    """Raise the first problem of `argv` that must be said before Hydra runs (see the module doc)."""
+    if world > 1 and not any(arg.startswith("hydra.run.dir=") for arg in argv):
+        raise DWNError("under torchrun pass hydra.run.dir=DIR so that all ranks share one run folder.")
+    if name != "dwn-train" and any(arg.lstrip("+~").startswith("dataset=") for arg in argv):
+        raise DWNError("dataset= cannot choose a data set here: a checkpoint is scored on the data set it was trained "
+                       "on (dataset.root, dataset.path, dataset.test_path or dataset.data_home point at it where it "
+                       "moved).")
+    empty = [key for key in ("hydra.run.dir", "hydra.sweep.dir") if named_dir(argv, key) == ""]
+    if empty:
+        raise DWNError(f"{empty[0]} is empty; name a folder, e.g. {empty[0]}=outputs/my_run.")
+    problem = None if any(a in _SHOWING for a in argv) else _run_dir_problem(argv)
+    if problem:
+        raise RunError(f"{problem}; choose another with hydra.run.dir=DIR (hydra.sweep.dir=DIR for -m).")
+
+
+def _run_dir_problem(argv: list[str]) -> str | None:
+    """Why the run folder cannot be made, checked before Hydra tries (whose failure is a
+    traceback): the nearest existing folder on its path must be a writable directory."""
+    given = named_dir(argv, "hydra.sweep.dir" if multirun(argv) else "hydra.run.dir")
+    path = Path(given or "outputs").absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return f"the run folder {path} cannot be made: {existing} is a file, not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"the run folder {path} cannot be made: {existing} is not writable"
+    return None
+
+
+def rank_words(rank: int, world: int) -> list[str]:
+    """Under torchrun every rank runs the program: only rank 0 may write Hydra's files and logs."""
+    if world > 1 and rank > 0:
+        return ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]
+    return []
+
+
+@contextmanager
+def early_lock(argv: list[str], world: int = 1):
+    """dwn-train with hydra.run.dir=DIR (the one way two runs can meet in one folder): hold DIR
+    before Hydra writes its files there, so a refused second run changes nothing of the first,
+    and put back the first run's .hydra files when Hydra's rewrite of them belonged to a command
+    that was then refused (exit 2: a resume with other settings, a bad value) before it began
+    rewriting the folder's records (lock.begin), so the folder still says how its run was trained.
+    Under torchrun the trainer takes it (only it knows the strategy)."""
+    given = named_dir(argv, "hydra.run.dir")
+    if not given or multirun(argv) or world > 1:
+        yield
+        return
+    from .lock import begun, own
+
+    with own(RunFolder(given)) as folder:
+        kept = {path: path.read_bytes() for path in folder.hydra.glob("*.yaml")} if folder.hydra.is_dir() else {}
+        try:
+            yield
+        except SystemExit as exc:
+            if exc.code == 2 and kept and not begun(folder):
+                for path, content in kept.items():
+                    path.write_bytes(content)
+            raise
