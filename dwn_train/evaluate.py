@@ -14,9 +14,7 @@ from .checkpoint import data_overrides, restore
 from .errors import DWNError
 from .prepare import prepare_data, resolve_device
 from .scoring import evaluate, per_class
-
-SPLITS = ("test", "val", "train")
-ENGINES = ("float", "packed")
+from .validate import check_eval
 
 
 def _frozen(model, data):
@@ -42,19 +40,8 @@ def _packed_predictions(net, data, split: str, threads: int) -> torch.Tensor:
     return torch.from_numpy(classes)
 
 
-def _check(cfg) -> None:
-    if cfg.split not in SPLITS:
-        raise DWNError(f"split must be one of {', '.join(SPLITS)}; got {cfg.split!r}.")
-    if cfg.batch_size < 1:
-        raise DWNError(f"batch_size must be a positive integer; got {cfg.batch_size}.")
-    if cfg.threads < 0:
-        raise DWNError(f"threads must be 0 (every core) or a positive integer; got {cfg.threads}.")
-    if cfg.engine not in ENGINES:
-        raise DWNError(f"engine must be one of {', '.join(ENGINES)}; got {cfg.engine!r}.")
-
-
 def run_eval(cfg, run_dir: Path) -> float:
-    _check(cfg)
+    check_eval(cfg)
     device = resolve_device(cfg.device)
     restored = restore(cfg.checkpoint, data_overrides(cfg))
     train_cfg, payload = restored.config, restored.payload

@@ -1,9 +1,9 @@
-"""trainer.cuda_graphs: one training step (forward, backward, optimizer step) captured in a CUDA
-graph and replayed for every full batch, since at small batches launch overhead dominates (on an
-H200 the MNIST recipe's step at batch 32 takes 0.6 ms replayed against 2.2 ms eager). `auto`, the
-default, captures on a single CUDA device with adam or adamw (`captures`); a step that cannot be
-captured (a host synchronisation inside the model, say) then trains eagerly after one warning,
-while `true` makes that an error.
+"""The training step (forward, backward, optimizer step): `eager_step`, or `GraphStep`, the same
+step captured in a CUDA graph and replayed for every full batch (trainer.cuda_graphs), since at
+small batches launch overhead dominates (on an H200 the MNIST recipe's step at batch 32 takes
+0.6 ms replayed against 2.2 ms eager). `auto`, the default, captures on a single CUDA device with
+adam or adamw (`captures`); a step that cannot be captured (a host synchronisation inside the
+model, say) then trains eagerly after one warning, while `true` makes that an error.
 
 The first full batch captures: a few warm-up steps on a side stream (kernels compile, buffers and
 the optimizer's state are allocated, the layers' inverse mappings are cached), then the model and
@@ -22,12 +22,39 @@ from .errors import DWNError, first_line
 from .optim import CAPTURABLE
 
 
+SETTINGS = ("auto", "true", "false")
+
+
+def eager_step(model, optimizer, objective, set_to_none: bool = True):
+    """step(x, y, scale) -> (loss, logits): one training step on a batch, where objective(logits,
+    labels, scale) is the loss. set_to_none=False zeroes the .grad tensors in place instead of
+    dropping them (a captured graph keeps the ones it captured)."""
+    def step(x, y, scale):
+        logits = model(x)
+        loss = objective(logits, y, scale)
+        optimizer.zero_grad(set_to_none=set_to_none)
+        loss.backward()
+        optimizer.step()
+        return loss, logits
+
+    return step
+
+
 def captures(setting, device: torch.device, strategy: str, optimizer_kind: str) -> bool:
-    """Whether the training step is captured: trainer.cuda_graphs=true (validated to be possible),
-    or auto on a single CUDA device with an optimizer whose step a replay can repeat."""
-    if setting == "auto":
-        return device.type == "cuda" and strategy == "single" and optimizer_kind in CAPTURABLE
-    return setting is True
+    """Whether the training step is captured: the one decision of trainer.cuda_graphs, which the
+    config check (validate.check_train) and the trainer both call. auto captures on a single CUDA
+    device with an optimizer whose step a replay can repeat (optim.CAPTURABLE); true insists, and a
+    DWNError says what it lacks; false never captures. `setting` may be a string or a bool (Hydra
+    reads `true` as a bool; checkpoints written before the key was typed stored bools)."""
+    value = str(setting).lower()
+    if value not in SETTINGS:
+        raise DWNError(f"trainer.cuda_graphs must be auto, true or false; got {setting!r}.")
+    possible = device.type == "cuda" and strategy == "single" and optimizer_kind in CAPTURABLE
+    if value == "true" and not possible:
+        raise DWNError("trainer.cuda_graphs=true needs a CUDA device (trainer.device=cuda, or auto on a machine with "
+                       f"one), trainer.strategy=single and optimizer {' or '.join(CAPTURABLE)} (auto, the default, "
+                       "captures where these hold).")
+    return possible if value == "auto" else value == "true"
 
 
 def snapshot(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:

@@ -1,31 +1,65 @@
-"""One validation pass over a composed `dwn-train` config, before any data is loaded.
+"""Validation per command, once, first: every value a user gives is checked here before any data
+loads or any file is written, and the first problem raises a DWNError that names the key.
 
-Hydra has already checked keys and types against the schemas (dwn_train/config.py); this checks
-values: every kind against its table, every number against its range, and the settings that
-depend on each other. The first problem raises a DWNError that names the key. The builders after
-it (data.py, model.py, optim.py, train.py) trust what passed here; trainer.device is checked
-by prepare.resolve_device, which dwn-eval shares; the layers' own arguments are
-checked by LUTLayer itself (`check_lut_args`), which model.check_model calls under the config key.
+    check_composed(cfg, schema, name)  any command: every ${...} resolves, no ??? is left, no key
+                                       the schema lacks (Hydra's `+key=value` adds them silently)
+    check_train(cfg)                   dwn-train: every kind against its table, every number
+                                       against its range, the settings that depend on each other
+    check_eval(cfg)                    dwn-eval
+    check_export(cfg)                  dwn-export, the FPGA tools included
+
+Hydra has already checked keys and types against the schemas (dwn_train/config.py). The builders
+after it (data.py, model.py, optim.py, train.py) trust what passed here. The layers' own arguments
+are checked by LUTLayer itself (`check_lut_args`), which model.check_model calls under the config
+key; trainer.cuda_graphs is decided by graphs.captures, which the trainer calls too.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .config import unknown_keys
 from .data import IMAGE_KINDS, LOADERS
-from .errors import DWNError
+from .errors import DWNError, is_number, os_reason
+from .graphs import captures
 from .lut import BACKENDS
 from .model import check_encoding, check_model
-from .optim import CAPTURABLE, OPTIMIZERS, SCHEDULERS
+from .optim import OPTIMIZERS, SCHEDULERS
+from .prepare import resolve_device
 
 STRATEGIES = ("single", "ddp")
 MAX_SEED = 2**32 - 1  # what every generator the seeds reach takes (numpy's and scikit-learn's range)
 LOGGERS = ("none", "tensorboard")
 # the monitor keys best.pt may be chosen on; the test split never chooses
 MONITORS = ("train_loss", "train_acc", "val_acc")
+SPLITS = ("test", "val", "train")  # dwn-eval split=
+ENGINES = ("float", "packed")  # dwn-eval engine=
+FORMATS = ("json", "c", "verilog")  # dwn-export format=
+SHELLS = ("none", "serial")  # dwn-export shell=
 
 
-def validate_train_config(cfg) -> None:
+def check_composed(cfg, schema, name: str) -> None:
+    """What any command's composed config must be before its work starts (`name`: the command)."""
+    try:
+        OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "a setting"
+        raise DWNError(f"{key} cannot be resolved: {os_reason(exc).rstrip('.')}; give it a value, or an "
+                       "interpolation of an existing setting of the right type.") from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise DWNError(f"no value for {', '.join(missing)}; pass it on the command line, e.g. {missing[0]}=...")
+    unknown = unknown_keys(cfg, schema)
+    if unknown:
+        raise DWNError(f"unknown key {', '.join(unknown)}: {name} has no such setting (misspelt? "
+                       f"`{name} --help` lists every key).")
+
+
+def check_train(cfg) -> None:
     """Raise a DWNError naming the first bad value of `cfg` (the composed train config)."""
     _dataset(cfg.dataset)
     check_encoding(cfg.encoding)
@@ -34,6 +68,37 @@ def validate_train_config(cfg) -> None:
     _scheduler(cfg.scheduler)
     _trainer(cfg.trainer, cfg.optimizer.kind)
     _one_of("logger.kind", cfg.logger.kind, LOGGERS)
+
+
+def check_eval(cfg) -> None:
+    """dwn-eval's settings (the checkpoint itself is checked as it is read)."""
+    _one_of("split", cfg.split, SPLITS)
+    _positive("batch_size", cfg.batch_size)
+    if cfg.threads < 0:
+        raise DWNError(f"threads must be 0 (every core) or a positive integer; got {cfg.threads}.")
+    _one_of("engine", cfg.engine, ENGINES)
+    resolve_device(cfg.device)
+
+
+def check_export(cfg) -> None:
+    """dwn-export's settings, and the FPGA tools that fpga= needs (before any work)."""
+    from .export import fpga
+    from .export.verilog import PIPELINES
+
+    _one_of("format", cfg.format, FORMATS)
+    if cfg.out and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise DWNError(f"out={cfg.out} is a file; give a folder for the exported files.")
+    if cfg.vectors is not None and cfg.vectors < 1:
+        raise DWNError(f"vectors must be a positive integer; got {cfg.vectors}.")
+    if cfg.fpga not in fpga.FPGAS or cfg.shell not in SHELLS:
+        raise DWNError(f"fpga must be one of {', '.join(fpga.FPGAS)} and shell {' or '.join(SHELLS)}; got "
+                       f"fpga={cfg.fpga!r}, shell={cfg.shell!r}.")
+    _one_of("pipeline", cfg.pipeline, PIPELINES)
+    if (cfg.fpga != "none" or cfg.shell != "none") and cfg.format != "verilog":
+        raise DWNError(f"fpga= and shell= work on the Verilog export: add format=verilog (got format={cfg.format}).")
+    if not is_number(cfg.fpga_timeout) or cfg.fpga_timeout <= 0:
+        raise DWNError(f"fpga_timeout must be a positive number of seconds; got {cfg.fpga_timeout!r}.")
+    fpga.check(cfg.fpga, cfg.fpga_device)
 
 
 def _one_of(key: str, value, allowed) -> None:
@@ -111,11 +176,14 @@ def _trainer(t, optimizer_kind: str) -> None:
         raise DWNError(f"trainer.val_fraction must lie in [0, 1); got {t.val_fraction}.")
     _one_of("trainer.backend", t.backend, BACKENDS)
     _one_of("trainer.strategy", t.strategy, STRATEGIES)
-    if not (t.cuda_graphs is True or t.cuda_graphs is False or t.cuda_graphs == "auto"):
-        raise DWNError(f"trainer.cuda_graphs must be auto, true or false; got {t.cuda_graphs!r}.")
-    if t.cuda_graphs is True and (t.device != "cuda" or t.strategy != "single" or optimizer_kind not in CAPTURABLE):
-        raise DWNError("trainer.cuda_graphs=true needs trainer.device=cuda, trainer.strategy=single and "
-                       f"optimizer {' or '.join(CAPTURABLE)} (auto, the default, captures where these hold).")
+    device = resolve_device(t.device)
+    if t.backend == "cuda":
+        from . import kernels
+
+        if device.type != "cuda" or not kernels.available():
+            raise DWNError("trainer.backend=cuda needs trainer.device=cuda and CuPy "
+                           "(pip install 'dwn-train[cuda]'); use backend=auto or torch.")
+    captures(t.cuda_graphs, device, t.strategy, optimizer_kind)  # refuses what cannot be captured
     monitor = t.checkpoint.monitor
     if monitor != "auto" and monitor not in MONITORS:
         raise DWNError(f"trainer.checkpoint.monitor must be auto or one of {', '.join(MONITORS)} (the test split "

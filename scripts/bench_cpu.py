@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 import dwn_train as dwn
+from dwn_train.graphs import eager_step
 from dwn_train.mapping import column_argmax
 
 
@@ -94,17 +95,13 @@ def samples_per_second(model: nn.Module, batch: int, steps: int, warmup: int = 1
     x = (torch.rand(batch, 2352) > 0.5).float()
     y = torch.randint(0, 10, (batch,))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2, fused=True)
-
-    def step():
-        optimizer.zero_grad(set_to_none=True)
-        nn.functional.cross_entropy(model(x), y).backward()
-        optimizer.step()
+    step = eager_step(model, optimizer, lambda logits, labels, scale: nn.functional.cross_entropy(logits, labels))
 
     for _ in range(warmup):
-        step()
+        step(x, y, 1.0)
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        step(x, y, 1.0)
     return batch * steps / (time.perf_counter() - start)
 
 

@@ -44,7 +44,7 @@ import torch
 from torch import nn
 
 import dwn_train as dwn
-from dwn_train.graphs import GraphStep
+from dwn_train.graphs import GraphStep, eager_step
 
 WIDTH, HIDDEN, OUTPUTS, CLASSES, N = 2352, 2000, 1000, 10, 6
 TORCH_DWN = "torch-dwn 1.1.1"
@@ -134,17 +134,6 @@ def peak_mib(device):
     return torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else None
 
 
-def eager_step(model, optimizer, set_to_none=True):
-    def step(x, y, scale):
-        optimizer.zero_grad(set_to_none=set_to_none)
-        logits = model(x)
-        loss = objective(logits, y, scale)
-        loss.backward()
-        optimizer.step()
-        return loss, logits
-    return step
-
-
 def model_row(variant, lib, batch, device, timer):
     """forward / backward / step ms and peak MiB of one variant at one batch size."""
     reset_memory(device)
@@ -154,7 +143,8 @@ def model_row(variant, lib, batch, device, timer):
     row = {}
     if variant == GRAPH:
         optimizer = adam(model, capturable=True)
-        step = GraphStep(model, optimizer, objective, eager_step(model, optimizer, set_to_none=False), batch)
+        eager = eager_step(model, optimizer, objective, set_to_none=False)
+        step = GraphStep(model, optimizer, objective, eager, batch)
         row["step_ms"] = timer(lambda _: step(x, y, 1 / batch))
     else:
         optimizer = adam(model)
@@ -165,7 +155,7 @@ def model_row(variant, lib, batch, device, timer):
             return objective(model(x), y, 1 / batch)
 
         row["backward_ms"] = timer(lambda loss: loss.backward(), loss_to_differentiate)
-        step = eager_step(model, optimizer)
+        step = eager_step(model, optimizer, objective)
         row["step_ms"] = timer(lambda _: step(x, y, 1 / batch))
     row["peak_mib"] = peak_mib(device)
     return row
@@ -230,9 +220,10 @@ def epoch_row(variant, lib, samples, batch, device, timer):
     labels = torch.randint(0, CLASSES, (samples,), device=device)
     if variant == GRAPH:
         optimizer = adam(model, capturable=True)
-        step = GraphStep(model, optimizer, objective, eager_step(model, optimizer, set_to_none=False), batch)
+        eager = eager_step(model, optimizer, objective, set_to_none=False)
+        step = GraphStep(model, optimizer, objective, eager, batch)
     else:
-        step = eager_step(model, adam(model))
+        step = eager_step(model, adam(model), objective)
     steps = samples // batch
     for s in range(min(3, steps)):  # warm up (and capture) outside the clock
         step(bits[s * batch:(s + 1) * batch].float(), labels[s * batch:(s + 1) * batch], 1 / batch)
@@ -267,7 +258,7 @@ def profile_row(kind, variant, lib, batch, device, steps=PROFILE_STEPS):
     reset_memory(device)
     if kind == "step":
         model = recipe(variant, device, lib)
-        step = eager_step(model, adam(model))
+        step = eager_step(model, adam(model), objective)
         x = (torch.rand(batch, WIDTH, device=device) > 0.5).float()
         y = torch.randint(0, CLASSES, (batch,), device=device)
         call = lambda: step(x, y, 1 / batch)  # noqa: E731

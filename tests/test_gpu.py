@@ -12,16 +12,16 @@ chunk or missed sample is off by a sizeable fraction of the scale.
 """
 
 import copy
-import json
 
 import pytest
 import torch
 
 import dwn_train as dwn
 from dwn_train import cuda_lut, kernels, torch_lut
-from dwn_train.graphs import GraphStep
+from dwn_train.graphs import GraphStep, eager_step
 from dwn_train.lut import EFD_VARIANTS, LUTSpec, lut_forward
 from dwn_train.mapping import GradBuffer
+from helpers.luts import assert_same_lut_results
 from lut_cases import lut_case
 
 pytestmark = [
@@ -51,24 +51,11 @@ def _run(backend, case, spec, dtype=torch.float32):
     return out.detach(), x.grad, luts.grad, extra["weights"].grad if extra else None
 
 
-def _assert_near(got, ref, what, tol=TOL):
-    assert got.shape == ref.shape, f"{what}: shape {tuple(got.shape)} != {tuple(ref.shape)}"
-    assert got.dtype == torch.float32, f"{what}: dtype {got.dtype}"
-    if ref.numel():
-        scale = max(1.0, ref.abs().max().item())
-        error = (got.double() - ref).abs().max().item()
-        assert error <= tol * scale, f"{what}: max error {error:.3g} > {tol:g} x {scale:.3g}"
-
-
 def _compare(case, spec, tol=TOL):
     """The kernels (float32) against the torch backend (float64); returns the kernels' results."""
     got = _run(cuda_lut, case, spec)
     ref = _run(torch_lut, case, spec, torch.float64)
-    assert torch.equal(got[0].double(), ref[0]), "forward output differs"
-    for what, mine, theirs in zip(("input gradient", "table gradient", "weight gradient"), got[1:], ref[1:]):
-        assert (mine is None) == (theirs is None), what
-        if mine is not None:
-            _assert_near(mine, theirs, what, tol)
+    assert_same_lut_results(got, ref, tol)
     return got
 
 
@@ -179,24 +166,13 @@ def _objective(logits, labels, scale):
     return torch.nn.functional.cross_entropy(logits, labels, reduction="sum") * scale
 
 
-def _eager_step(model, optimizer):
-    def step(x, y, scale):
-        optimizer.zero_grad(set_to_none=False)
-        logits = model(x)
-        loss = _objective(logits, y, scale)
-        loss.backward()
-        optimizer.step()
-        return loss, logits
-    return step
-
-
 def test_training_step_is_capturable_in_a_cuda_graph():
     model, eager = _recipe(), _recipe()
     x = (torch.rand(32, 64, device=DEVICE) > 0.5).float()
     y = torch.randint(0, 10, (32,), device=DEVICE)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, capturable=True)
     opt_eager = torch.optim.Adam(eager.parameters(), lr=1e-2, capturable=True)
-    step, step_eager = _eager_step(model, opt), _eager_step(eager, opt_eager)
+    step, step_eager = eager_step(model, opt, _objective, set_to_none=False), eager_step(eager, opt_eager, _objective, set_to_none=False)
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
@@ -223,8 +199,8 @@ def test_graph_step_trains_like_the_eager_step(backend):
     model, eager = _recipe(deterministic=True, backend=backend), _recipe(deterministic=True, backend=backend)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, capturable=True)
     opt_eager = torch.optim.Adam(eager.parameters(), lr=1e-2, capturable=True)
-    graphed = GraphStep(model, opt, _objective, _eager_step(model, opt), batch_size=32)
-    step_eager = _eager_step(eager, opt_eager)
+    graphed = GraphStep(model, opt, _objective, eager_step(model, opt, _objective, set_to_none=False), batch_size=32)
+    step_eager = eager_step(eager, opt_eager, _objective, set_to_none=False)
     gen = torch.Generator().manual_seed(1)
     for size in (32, 32, 32, 20, 32):
         x = (torch.rand(size, 64, generator=gen) > 0.5).float().to(DEVICE)
@@ -256,8 +232,8 @@ def test_a_step_that_cannot_be_captured_trains_eagerly_after_one_message():
     opt = torch.optim.Adam(model.parameters(), lr=1e-2, capturable=True)
     opt_eager = torch.optim.Adam(eager.parameters(), lr=1e-2, capturable=True)
     messages = []
-    graphed = GraphStep(model, opt, _objective, _eager_step(model, opt), batch_size=32, fallback=messages.append)
-    step_eager = _eager_step(eager, opt_eager)
+    graphed = GraphStep(model, opt, _objective, eager_step(model, opt, _objective, set_to_none=False), batch_size=32, fallback=messages.append)
+    step_eager = eager_step(eager, opt_eager, _objective, set_to_none=False)
     gen = torch.Generator().manual_seed(2)
     for _ in range(3):
         x = (torch.rand(32, 64, generator=gen) > 0.5).float().to(DEVICE)
@@ -271,11 +247,11 @@ def test_a_step_that_cannot_be_captured_trains_eagerly_after_one_message():
     with pytest.raises(dwn.DWNError, match="cuda_graphs=true"):
         strict = _Syncing(_recipe())
         opt_strict = torch.optim.Adam(strict.parameters(), lr=1e-2, capturable=True)
-        GraphStep(strict, opt_strict, _objective, _eager_step(strict, opt_strict), batch_size=32)(x, y, 1 / 32)
+        GraphStep(strict, opt_strict, _objective, eager_step(strict, opt_strict, _objective, set_to_none=False), batch_size=32)(x, y, 1 / 32)
 
 
 def test_trainer_cuda_graphs_matches_eager(compose_cfg, tmp_path, monkeypatch):
-    from conftest import SMALL
+    from helpers.runs import SMALL, metric_rows
     from dwn_train.train import train
 
     base = [*SMALL, "trainer.device=cuda", "trainer.epochs=2", "trainer.batch_size=64", "trainer.deterministic=true",
@@ -286,8 +262,7 @@ def test_trainer_cuda_graphs_matches_eager(compose_cfg, tmp_path, monkeypatch):
                         lambda self, *args: (capture(self, *args), captured.append(self.graph is not None)))
     train(compose_cfg(base), tmp_path / "graph")  # the default, auto: captured on a GPU (fused Adam)
     assert captured == [True]  # one capture, and it held: no eager fallback compared with eager
-    read = lambda p: [json.loads(line) for line in (p / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
-    eager, graph = read(tmp_path / "eager"), read(tmp_path / "graph")
+    eager, graph = metric_rows(tmp_path / "eager"), metric_rows(tmp_path / "graph")
     assert len(eager) == len(graph) == 2
     # the same optimizer arithmetic (fused Adam) and deterministic kernels: the replayed steps are the
     # eager ones, so the runs agree to rounding (with foreach Adam under capture they drifted by 4e-4)

@@ -9,7 +9,7 @@ import torch
 
 import dwn_train as dwn
 from dwn_train.errors import DWNError
-from dwn_train.graphs import restore_in_place, snapshot
+from dwn_train.graphs import eager_step, restore_in_place, snapshot
 from dwn_train.optim import build_optimizer, build_scheduler, current_lr
 from conftest import compose
 
@@ -26,9 +26,8 @@ def _objective(logits, labels, scale):
 
 
 def _step(model, optimizer, x, y):
-    optimizer.zero_grad(set_to_none=False)
-    torch.nn.functional.cross_entropy(model(x), y).backward()
-    optimizer.step()
+    """One eager step on the whole batch (scale 1: the batch's mean loss)."""
+    eager_step(model, optimizer, _objective, set_to_none=False)(x, y, 1.0)
 
 
 def test_warmup_is_undone_in_place_so_batch_one_gets_one_update():
@@ -134,13 +133,11 @@ def test_a_step_that_cannot_be_captured_is_undone_then_trained_eagerly(monkeypat
     ref_opt = torch.optim.Adam(reference.parameters(), lr=0.05)
     eager_calls = []
 
+    one_step = eager_step(model, opt, _objective, set_to_none=False)
+
     def eager(xb, yb, scale):
         eager_calls.append(len(xb))
-        opt.zero_grad(set_to_none=False)
-        loss = _objective(model(xb), yb, scale)
-        loss.backward()
-        opt.step()
-        return loss, None
+        return one_step(xb, yb, scale)
 
     messages = []
     step = GraphStep(model, opt, _objective, eager, batch_size=16, fallback=messages.append)
@@ -208,3 +205,36 @@ def test_out_of_memory_and_our_own_errors_are_not_taken_for_a_failed_capture(mon
     with pytest.raises(type(error), match=str(error)):
         step((torch.rand(16, 20) > 0.5).float(), torch.randint(0, 5, (16,)), 1.0)
     assert messages == []
+
+
+def test_the_cuda_graphs_decision_is_made_once_for_validation_and_trainer():
+    """graphs.captures is what the config check and the trainer both ask: true is refused where no
+    capture can run, and allowed wherever auto would capture (device=auto on a GPU included, which
+    the config check once refused); bools (as older checkpoints store it) and strings alike."""
+    from dwn_train.graphs import captures
+
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    for setting in ("true", True, "True"):
+        assert captures(setting, cuda, "single", "adamw")
+        for device, strategy, kind in ((cpu, "single", "adam"), (cuda, "ddp", "adam"), (cuda, "single", "sgd")):
+            with pytest.raises(DWNError, match="trainer.cuda_graphs=true needs a CUDA device"):
+                captures(setting, device, strategy, kind)
+    assert not captures("false", cuda, "single", "adam") and not captures(False, cuda, "single", "adam")
+    with pytest.raises(DWNError, match="must be auto, true or false; got 'maybe'"):
+        captures("maybe", cpu, "single", "adam")
+
+
+def test_the_eager_step_trains_one_step_and_keeps_grad_tensors_on_request():
+    from dwn_train.graphs import eager_step
+
+    model = _model()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x, y = (torch.rand(16, 20) > 0.5).float(), torch.randint(0, 5, (16,))
+    before = [p.detach().clone() for p in model.parameters()]
+    loss, logits = eager_step(model, opt, _objective, set_to_none=False)(x, y, 0.5)
+    assert logits.shape == (16, 5)
+    assert loss.item() == pytest.approx(0.5 * torch.nn.functional.cross_entropy(logits.detach(), y).item())
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    grads = [p.grad for p in model.parameters()]
+    eager_step(model, opt, _objective, set_to_none=False)(x, y, 0.5)
+    assert all(a is b for a, b in zip(grads, (p.grad for p in model.parameters())))  # the same tensors, zeroed

@@ -12,6 +12,7 @@ import dwn_train as dwn
 from dwn_train import cuda_lut, kernels, torch_lut
 from dwn_train.lut import EFD_VARIANTS, LUTSpec, lut_forward
 from dwn_train.mapping import GradBuffer
+from helpers.luts import assert_near, assert_same_lut_results
 from kernel_host import HostKernels, host_kernels, host_launch  # noqa: F401  (fixtures)
 from lut_cases import lut_case as _case
 
@@ -29,24 +30,11 @@ def _run(backend, case, spec, dtype, need_x=True):
     return out.detach(), x.grad, luts.grad, grad_w
 
 
-def _assert_near(got, ref, what, tol):
-    """|got - ref| <= tol x max(1, max |ref|): float32 rounding, scaled to the magnitude."""
-    assert got.shape == ref.shape, f"{what}: shape {tuple(got.shape)} != {tuple(ref.shape)}"
-    if ref.numel():
-        scale = max(1.0, ref.abs().max().item())
-        error = (got.double() - ref).abs().max().item()
-        assert error <= tol * scale, f"{what}: max error {error:.3g} > {tol:g} x {scale:.3g}"
-
-
 def _compare(case, spec, need_x=True, tol=2e-6):
     """Host kernels (float32) against torch (float64); returns the kernels' results."""
     got = _run(cuda_lut, case, spec, torch.float32, need_x)
     ref = _run(torch_lut, case, spec, torch.float64, need_x)
-    assert got[0].dtype == torch.float32 and torch.equal(got[0].double(), ref[0]), "forward output differs"
-    for what, mine, theirs in zip(("input gradient", "table gradient", "weight gradient"), got[1:], ref[1:]):
-        assert (mine is None) == (theirs is None), what
-        if mine is not None:
-            _assert_near(mine, theirs, what, tol)
+    assert_same_lut_results(got, ref, tol)
     return got
 
 
@@ -94,7 +82,7 @@ def test_deterministic_table_gradient(host_launch, n):
     second = _run(cuda_lut, case, spec, torch.float32, need_x=False)
     assert torch.equal(first[2], second[2]), "two deterministic runs differ"
     atomic = _run(cuda_lut, case, spec.with_(deterministic=False), torch.float32, need_x=False)
-    _assert_near(atomic[2], first[2].double(), "atomic against deterministic", 1e-5)
+    assert_near(atomic[2], first[2].double(), "atomic against deterministic", 1e-5)
 
 
 def test_deterministic_gradients_end_to_end(host_launch):
