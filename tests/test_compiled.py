@@ -14,8 +14,8 @@ from dwn_train.errors import DWNError
 from dwn_train.export import compiled
 from dwn_train.export.freeze import FrozenLayer, FrozenNetwork, InputFormat, freeze
 from dwn_train.export.packed import predict_packed
-from dwn_train.export.run import float_predictions
-from conftest import signed_fixed_point_model
+from dwn_train.export.freeze import float_predictions
+from helpers.frozen import signed_fixed_point_model, tie_network
 
 needs_cc = pytest.mark.skipif(compiled.find_compiler() is None, reason="no C compiler")
 
@@ -145,8 +145,7 @@ def test_simplified_networks_keep_their_function():
 @pytest.mark.slow
 @pytest.mark.parametrize("bit", [0, 1])
 def test_ties_go_to_the_lowest_class(bit):
-    layer = FrozenLayer(np.zeros((6, 2), dtype=np.int64), np.full((6, 4), bit, dtype=np.uint8))
-    net = FrozenNetwork(InputFormat(8, 0, False), 2, np.array([[10], [200]]), [layer], 3)
+    net = tie_network(bit)
     classes, scores = compiled.predict(net, np.random.default_rng(2).integers(0, 256, size=(70, 2)))
     assert (classes == 0).all() and (scores == 2 * bit).all()
 

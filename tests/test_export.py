@@ -15,12 +15,15 @@ from dwn_train.checkpoint import restore
 from dwn_train.config import EvalConfig, ExportConfig
 from dwn_train.data import load_dataset
 from dwn_train.evaluate import run_eval
-from dwn_train.export import fpga
+from dwn_train.export import fpga, template
 from dwn_train.export.freeze import FrozenLayer, FrozenNetwork, InputFormat, freeze
 from dwn_train.export.packed import pack, predict_packed, unpack
-from dwn_train.export.run import float_predictions, run_export
+from dwn_train.deploy import run_export
+from dwn_train.export.freeze import float_predictions
 from dwn_train.train import train
-from conftest import SMALL, compose, signed_fixed_point_model
+from conftest import compose
+from helpers.frozen import signed_fixed_point_model, tie_network
+from helpers.runs import SMALL
 
 TINY = [*SMALL, "model.layers.0.out_features=120", "model.layers.1.out_features=60", "trainer.epochs=3"]
 
@@ -100,20 +103,14 @@ def test_pack_round_trip_with_a_partial_word():
     assert pack(one)[2].tolist() == [0, 1 << 6, 0] and not np.delete(pack(one), 2, axis=0).any()
 
 
-def _constant_network(bit: int) -> FrozenNetwork:
-    """Every LUT outputs `bit`: all class scores tie, so the answer must be class 0."""
-    layer = FrozenLayer(np.zeros((6, 2), dtype=np.int64), np.full((6, 4), bit, dtype=np.uint8))
-    return FrozenNetwork(InputFormat(8, 0, False), 2, np.array([[10], [200]]), [layer], 3)
-
-
 @pytest.mark.parametrize("bit", [0, 1])
 def test_ties_go_to_the_lowest_class_everywhere(bit, tmp_path):
-    net = _constant_network(bit)
+    net = tie_network(bit)
     q = np.random.default_rng(2).integers(0, 256, size=(70, 2))
     assert (net.predict(q) == 0).all() and (predict_packed(net, q)[0] == 0).all()
     if shutil.which("gcc"):
         from dwn_train.export import c as c_export
-        from dwn_train.export.run import _verify_c
+        from dwn_train.deploy import _verify_c
 
         c_export.write(net, tmp_path)
         assert _verify_c(net, tmp_path, q).startswith("PASS")
@@ -237,13 +234,13 @@ def test_yosys_counts_the_whole_design(tmp_path):
     if shutil.which("yosys") is None:
         pytest.skip("yosys is not installed")
     from dwn_train.export import verilog as verilog_export
-    from dwn_train.export.cost import yosys_luts
+    from dwn_train.export.fpga import lut6
 
-    net = _constant_network(0)
+    net = tie_network(0)
     net.layers[0].wiring[:, 1] = 1
     net.layers[0].tables[:] = [0, 1, 1, 0]  # XOR of the two comparators: real logic to synthesise
     verilog_export.write(net, tmp_path, np.zeros((1, 2), dtype=np.int64))
-    assert yosys_luts(tmp_path / "dwn_top.v") >= 1
+    assert lut6(tmp_path / "dwn_top.v") >= 1
 
 
 def test_checkpoints_from_before_a_config_key_existed_still_evaluate(digits_checkpoint, tmp_path):
@@ -285,7 +282,6 @@ def test_c_runtime_template_is_plain_c(tmp_path):
     """The shipped runtime, unmodified, compiles strictly and runs when #included after a block."""
     if shutil.which("gcc") is None:
         pytest.skip("gcc is not installed")
-    from dwn_train.export import c as c_export
 
     main = """
 int main(void)
@@ -297,7 +293,7 @@ int main(void)
              && classes[0] == 1 && classes[1] == 0 && classes[2] == 1);
 }
 """
-    (tmp_path / "tiny.c").write_text(TINY_C_BLOCK + f'#include "{c_export.TEMPLATES / "dwn_runtime.c"}"\n' + main)
+    (tmp_path / "tiny.c").write_text(TINY_C_BLOCK + f'#include "{template.path("dwn_runtime.c")}"\n' + main)
     subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-Werror", "-o", "tiny", "tiny.c"], cwd=tmp_path, check=True)
     assert subprocess.run([str(tmp_path / "tiny")]).returncode == 0
 
@@ -305,13 +301,13 @@ int main(void)
 def test_c_export_splices_only_data_into_the_templates(tmp_path):
     from dwn_train.export import c as c_export
 
-    files = c_export.generate(_constant_network(1), "tiny")
+    files = c_export.generate(tie_network(1), "tiny")
     assert sorted(files) == ["tiny.c", "tiny.h"] and '#include "tiny.h"' in files["tiny.c"]
-    head, _, tail = (c_export.TEMPLATES / "dwn_runtime.c").read_text().partition(c_export.MARKER + "\n")
+    head, _, tail = template.read("dwn_runtime.c").partition(template.MARKER + "\n")
     assert files["tiny.c"].startswith(head) and files["tiny.c"].endswith(tail)  # the runtime, verbatim
     block = files["tiny.c"][len(head):-len(tail)].splitlines()
     assert all(line.startswith(("#", "typedef ", "static const ", "    ", "};", "/*")) for line in block if line)
-    assert all(c_export.MARKER not in text for text in files.values())
+    assert all(template.MARKER not in text for text in files.values())
     if shutil.which("gcc"):
         for filename, text in files.items():
             (tmp_path / filename).write_text(text)
@@ -381,7 +377,7 @@ def _wide_network(classes: int, fmt: InputFormat, seed: int = 0) -> FrozenNetwor
 def test_wide_labels_and_odd_bit_widths_agree_in_every_engine(classes, fmt, tmp_path):
     from dwn_train.export import c as c_export
     from dwn_train.export import simulate, verilog
-    from dwn_train.export.run import _verify_c
+    from dwn_train.deploy import _verify_c
 
     net = _wide_network(classes, fmt)
     q = np.random.default_rng(1).integers(fmt.lo, fmt.hi + 1, size=(40, 3))
@@ -457,7 +453,7 @@ def test_a_wrong_fpga_device_is_named_even_without_the_tools(monkeypatch):
 
 def test_a_failing_tool_is_a_run_error():
     from dwn_train.errors import RunError
-    from dwn_train.export.run import _run_tool
+    from dwn_train.deploy import _run_tool
 
     with pytest.raises(RunError, match="the C verification driver failed: "):
         _run_tool(["sh", "-c", "echo 'segmentation fault' >&2; exit 139"], "the C verification driver failed")

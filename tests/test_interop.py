@@ -51,7 +51,7 @@ def test_imported_model_computes_the_formula_and_freezes_exactly():
 
 def test_a_checkpoint_of_the_import_exports_and_evaluates(tmp_path):
     from dwn_train.evaluate import run_eval
-    from dwn_train.export.run import run_export
+    from dwn_train.deploy import run_export
 
     encoder, model = from_torch_dwn(_torch_dwn_state(), torch.tensor([[4.0, 8.0, 12.0]]).repeat(64, 1), 10)
     to_checkpoint(tmp_path / "imported.pt", encoder, model, dataset={"kind": "digits"})

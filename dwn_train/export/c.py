@@ -5,9 +5,8 @@ dwn_predict_batch(x, count, classes) classifies 64 samples per machine word, 512
 multiplexer trees, as dwn_train/export/packed.py). Both follow the contract in freeze.py.
 
 The C is C: templates/dwn_model.h, templates/dwn_runtime.c and templates/dwn_main.c are real C files.
-Each of the first two holds the line MARKER once; Python replaces that line with a generated block
-of #defines, typedefs and static const data (listed at the top of dwn_runtime.c) and writes the
-rest verbatim.
+The first two take a generated block of #defines, typedefs and static const data (listed at the top
+of dwn_runtime.c) through template.py; the rest is written verbatim.
 """
 
 from __future__ import annotations
@@ -16,14 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from . import template
 from .freeze import FrozenNetwork, classes_markdown
 
-# Inside the package in a checkout and in a wheel alike, so no second layout to look in (cf. resources.py).
-TEMPLATES = Path(__file__).resolve().parent / "templates"
-MARKER = "/* @DWN_GENERATED@ */"
 
-
-def _ctype(lo: int, hi: int) -> str:
+def ctype(lo: int, hi: int) -> str:
+    """The narrowest C integer type that holds lo..hi."""
     for bits in (8, 16, 32):
         if lo >= 0 and hi < (1 << bits):
             return f"uint{bits}_t"
@@ -47,21 +44,6 @@ def table_words(tables: np.ndarray) -> np.ndarray:
     return np.packbits(padded, axis=1, bitorder="little").view("<u8").reshape(num, words)
 
 
-def template(filename: str) -> str:
-    path = TEMPLATES / filename
-    if not path.is_file():
-        raise FileNotFoundError(f"dwn-train's template {path} is missing; reinstall the package.")
-    return path.read_text()
-
-
-def splice(text: str, block: str) -> str:
-    """The template with its marker line replaced by `block` (whole lines, ending in a newline)."""
-    before, marker, after = text.partition(MARKER + "\n")
-    if not marker or MARKER in after:
-        raise ValueError(f"a template must hold the line {MARKER} exactly once")
-    return before + block + after
-
-
 def _header_block(net: FrozenNetwork) -> str:
     """The public #defines and dwn_input_t, for templates/dwn_model.h."""
     fmt = net.input
@@ -71,13 +53,13 @@ def _header_block(net: FrozenNetwork) -> str:
             f"#define DWN_NUM_CLASSES {net.num_classes}\n"
             f"#define DWN_INPUT_BITS {fmt.bits}\n"
             f"#define DWN_INPUT_FRAC_BITS {fmt.frac_bits}\n"
-            f"typedef {_ctype(fmt.lo, fmt.hi)} dwn_input_t;\n")
+            f"typedef {ctype(fmt.lo, fmt.hi)} dwn_input_t;\n")
 
 
 def _source_block(net: FrozenNetwork, name: str) -> str:
     """What templates/dwn_runtime.c asks of its generated block: sizes, dwn_wire_t and the data."""
     widths = [net.num_features * net.num_bits] + [len(layer.tables) for layer in net.layers]
-    wire_t = _ctype(0, max(widths))
+    wire_t = ctype(0, max(widths))
     lines = [f'#include "{name}.h"', "",
              f"#define DWN_NUM_BITS {net.num_bits}",
              f"#define DWN_NUM_LAYERS {len(net.layers)}",
@@ -101,8 +83,8 @@ def _source_block(net: FrozenNetwork, name: str) -> str:
 
 def generate(net: FrozenNetwork, name: str = "dwn_model") -> dict[str, str]:
     """{filename: text} of the header and the source."""
-    return {f"{name}.h": splice(template("dwn_model.h"), _header_block(net)),
-            f"{name}.c": splice(template("dwn_runtime.c"), _source_block(net, name))}
+    return {f"{name}.h": template.fill("dwn_model.h", _header_block(net)),
+            f"{name}.c": template.fill("dwn_runtime.c", _source_block(net, name))}
 
 
 def readme(net: FrozenNetwork, class_names=None) -> str:
@@ -117,7 +99,7 @@ def write(net: FrozenNetwork, out_dir: Path, class_names=None) -> list[Path]:
     and a README with the class labels."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    files = {**generate(net), "dwn_main.c": template("dwn_main.c"), "README.md": readme(net, class_names)}
+    files = {**generate(net), "dwn_main.c": template.read("dwn_main.c"), "README.md": readme(net, class_names)}
     for filename, text in files.items():
         (out_dir / filename).write_text(text)
         paths.append(out_dir / filename)

@@ -33,7 +33,8 @@ import numpy as np
 
 from .. import console
 from ..errors import DWNError, RunError
-from .c import TEMPLATES, _ctype, splice
+from . import template
+from .c import ctype
 from .freeze import FrozenNetwork
 from .packed import predict_packed
 from .simplify import program
@@ -76,17 +77,17 @@ def source(net: FrozenNetwork, key: str = "") -> str:
     """templates/dwn_engine.c with this network's block spliced in (the block's contents are listed
     at the top of the template)."""
     prog, fmt = program(net), net.input
-    ctype = _ctype(fmt.lo, fmt.hi)
+    input_t = ctype(fmt.lo, fmt.hi)
     signals = 64 * len(prog.blocks) + len(prog.luts)
     tables = np.array([table for table, _ in prog.luts], dtype=np.uint8).reshape(-1, 16, 4)
     nibbles = (tables << np.arange(4, dtype=np.uint8)).sum(-1)  # nibble k = entries 4k..4k+3
     group = -(-prog.last_width // net.num_classes)
     lines = [f"#define DWN_NUM_FEATURES {net.num_features}", f"#define DWN_NUM_CLASSES {net.num_classes}",
-             f"typedef {ctype} dwn_input_t;", f"#define DWN_INPUT_BYTES {np.dtype(ctype[:-2]).itemsize}",
+             f"typedef {input_t} dwn_input_t;", f"#define DWN_INPUT_BYTES {np.dtype(input_t[:-2]).itemsize}",
              f"#define DWN_INPUT_SIGNED {int(fmt.signed)}", f"#define DWN_INPUT_LO {_c_int(fmt.lo)}",
              f"#define DWN_INPUT_HI {fmt.hi}", f"#define DWN_SCALE {float(2 ** fmt.frac_bits)!r}f",
              *_block_data(net, prog.blocks),
-             f"typedef {_ctype(0, signals)} dwn_wire_t;", f"#define DWN_NUM_SIGNALS {signals}",
+             f"typedef {ctype(0, signals)} dwn_wire_t;", f"#define DWN_NUM_SIGNALS {signals}",
              f"#define DWN_NUM_LUTS {len(prog.luts)}",
              f"static const dwn_wire_t dwn_lut_inputs[{len(prog.luts)}][6] = {{",
              "    " + ",\n    ".join("{" + _c_array(inputs) + "}" for _, inputs in prog.luts) + "};",
@@ -95,7 +96,7 @@ def source(net: FrozenNetwork, key: str = "") -> str:
              f"#define DWN_LAST {prog.last}", f"#define DWN_LAST_WIDTH {prog.last_width}", f"#define DWN_GROUP {group}",
              f"#define DWN_SCORE_BITS {max(1, group.bit_length())}",
              f"#define DWN_CLASS_BITS {max(1, (net.num_classes - 1).bit_length())}", f'#define DWN_KEY "{key}"']
-    return splice((TEMPLATES / TEMPLATE).read_text(), "\n".join(lines) + "\n")
+    return template.fill(TEMPLATE, "\n".join(lines) + "\n")
 
 
 def find_compiler() -> str | None:
@@ -143,7 +144,7 @@ def cache_key(net: FrozenNetwork, compiler: str) -> str:
     real = os.path.realpath(compiler)
     info = os.stat(real)
     here = Path(__file__)
-    for text in ((TEMPLATES / TEMPLATE).read_bytes(), here.read_bytes(), here.with_name("simplify.py").read_bytes(),
+    for text in (template.path(TEMPLATE).read_bytes(), here.read_bytes(), here.with_name("simplify.py").read_bytes(),
                  f"{real} {info.st_size} {info.st_mtime_ns} {' '.join(FLAGS)} {_machine()}".encode()):
         digest.update(hashlib.sha256(text).digest())
     return digest.hexdigest()[:32]
@@ -231,7 +232,7 @@ def _rows(net: FrozenNetwork, x) -> np.ndarray:
 def _codes(net: FrozenNetwork, q: np.ndarray) -> np.ndarray:
     """Integer codes in the engine's input type (checked to lie in the format's range)."""
     fmt = net.input
-    dtype = np.dtype(_ctype(fmt.lo, fmt.hi)[:-2])
+    dtype = np.dtype(ctype(fmt.lo, fmt.hi)[:-2])
     if q.dtype != dtype:
         if q.dtype.kind not in "iub":
             raise DWNError(f"Input codes must be integers; got {q.dtype} (real features go to predict_features).")

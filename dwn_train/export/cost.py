@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
-from pathlib import Path
-
-from .c import _ctype, table_words
+from .c import ctype, table_words
 from .freeze import FrozenNetwork
 from .simplify import counts as simplified_counts
 from .verilog import Design, class_width, design, score_width
@@ -65,20 +60,9 @@ def cost_report(net: FrozenNetwork, pipeline: str = "none", original: FrozenNetw
     rows["latency (clock cycles)"] = f"{numbers['latency_cycles']} (pipeline={pipeline})" if numbers["latency_cycles"] \
         else "0 (combinational)"
     widest = max(net.num_features * net.num_bits, *(len(l.tables) for l in net.layers))
-    wire_bytes = int(_ctype(0, widest).removeprefix("uint").removesuffix("_t")) // 8  # as the C export types it
+    wire_bytes = int(ctype(0, widest).removeprefix("uint").removesuffix("_t")) // 8  # as the C export types it
     table_bytes = sum(table_words(l.tables).size * 8 for l in net.layers)
     wiring_bytes = sum(l.wiring.size * wire_bytes for l in net.layers)
     rows["C tables (bytes)"] = f"{table_bytes + wiring_bytes + net.thresholds.size * 4} (truth tables {table_bytes}, " \
                                f"wiring {wiring_bytes}, thresholds {net.thresholds.size * 4})"
     return rows
-
-
-def yosys_luts(verilog: Path) -> int | None:
-    """The LUT-6 count of the whole design (encoder, popcounts and argmax included) after yosys's
-    `synth -lut 6`, or None without yosys."""
-    if shutil.which("yosys") is None:
-        return None
-    script = f"read_verilog {verilog}; synth -top dwn_top -lut 6; stat"
-    out = subprocess.run(["yosys", "-p", script], capture_output=True, text=True).stdout
-    counts = re.findall(r"\$lut\s+(\d+)", out)
-    return int(counts[-1]) if counts else None

@@ -22,20 +22,20 @@ from pathlib import Path
 
 from .. import console
 from ..errors import DWNError, RunError
+from . import template
 from .freeze import FrozenNetwork
 from .verilog import class_width
 
 FPGAS = ("none", "ice40", "xilinx")
 # iCE40 devices nextpnr knows, with a package that has the I/O, and their logic cells (LUT4 + FF)
 ICE40 = {"hx1k": ("tq144", 1280), "up5k": ("sg48", 5280), "hx8k": ("ct256", 7680)}
-TEMPLATE = Path(__file__).resolve().parent / "templates" / "dwn_shell.v"
 SEEDS = (1, 2, 3)  # nextpnr placement seeds, tried in turn
 
 
 def write_shell(out_dir: Path) -> Path:
     """templates/dwn_shell.v into out_dir (its parameters are set where it is instantiated)."""
     path = out_dir / "dwn_shell.v"
-    path.write_text(TEMPLATE.read_text())
+    path.write_text(template.read("dwn_shell.v"))
     return path
 
 
@@ -74,16 +74,26 @@ def check(kind: str, device: str) -> None:
         _need("nextpnr-ice40", "nextpnr-ice40")
 
 
+def lut6(verilog: Path) -> int | None:
+    """The LUT-6 count of the whole design (encoder, popcounts and argmax included) after yosys's
+    generic `synth -lut 6`, or None without yosys (dwn-export's yosys=true, with any fpga=)."""
+    if shutil.which("yosys") is None:
+        return None
+    script = f"read_verilog {verilog}; synth -top dwn_top -lut 6; stat"
+    out = subprocess.run(["yosys", "-p", script], capture_output=True, text=True).stdout
+    counts = re.findall(r"\$lut\s+(\d+)", out)
+    return int(counts[-1]) if counts else None
+
+
 def xilinx(out_dir: Path) -> dict:
-    check("xilinx", "")
+    """yosys synth_xilinx of the core: LUT1..LUT6 and FF counts (fpga.check("xilinx") first)."""
     stat = _yosys("read_verilog dwn_top.v; synth_xilinx -top dwn_top; stat", out_dir)
     return {"lut6": _cells(stat, r"LUT[1-6]"), "ff": _cells(stat, r"FD[A-Z]*")}
 
 
 def ice40(out_dir: Path, net: FrozenNetwork, latency: int, device: str = "hx8k", timeout: float = 300) -> dict:
     """Core and shell cell counts, then place and route of the shell on `device`: LUT4, FF, Fmax
-    (`timeout`: seconds per nextpnr seed)."""
-    check("ice40", device)
+    (`timeout`: seconds per nextpnr seed; fpga.check("ice40", device) first)."""
     write_shell(out_dir)
     core = _yosys("read_verilog dwn_top.v; synth_ice40 -top dwn_top; stat", out_dir)
     params = " ".join(f"-set {k} {v}" for k, v in shell_parameters(net, latency).items())

@@ -209,3 +209,10 @@ def classes_markdown(num_classes: int, class_names=None) -> str:
     names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
     rows = "\n".join(f"| {c} | {name} |" for c, name in enumerate(names))
     return f"## Classes\n\n| class_id | label in the training data |\n|---|---|\n{rows}\n"
+
+
+def float_predictions(model, encoder, net: FrozenNetwork, q: np.ndarray) -> np.ndarray:
+    """The float model's classes on the dequantised inputs (what the frozen network must match)."""
+    x = torch.from_numpy(net.input.dequantise(q))
+    with torch.no_grad():
+        return model(encoder.binarize(x).flatten(1).float()).argmax(-1).numpy()

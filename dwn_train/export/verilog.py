@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DWNError
-from .c import splice, template
+from . import template
 from .freeze import FrozenNetwork, classes_markdown
 from .simplify import folded
 
@@ -235,7 +235,7 @@ def testbench(net: FrozenNetwork, count: int, latency: int, build: str) -> str:
                "DWN_LINE_WIDTH": xw + cw + net.num_classes * sw, "DWN_VECTORS": count, "DWN_LATENCY": latency,
                "DWN_PROGRESS_EVERY": max(1, count // 10), "DWN_BUILD_ID": f"32'h{build}"}
     block = "".join(f"`define {name} {value}\n" for name, value in defines.items())
-    return splice(template("dwn_tb.v"), block)
+    return template.fill("dwn_tb.v", block)
 
 
 def vectors(net: FrozenNetwork, q: np.ndarray) -> str:

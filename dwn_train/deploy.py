@@ -1,4 +1,5 @@
-"""dwn-export's work: checkpoint -> frozen network -> JSON, C or Verilog files, verified on demand."""
+"""dwn-export's work (deployment): checkpoint -> frozen network -> JSON, C or Verilog files, verified on
+demand, with the cost report and the FPGA flows. The writers and tools it drives live in dwn_train/export/."""
 
 from __future__ import annotations
 
@@ -10,26 +11,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import console
-from ..checkpoint import data_overrides, restore
-from ..data import load_dataset
-from ..errors import DWNError, RunError, is_number
-from . import c as c_export
-from . import fpga, simulate
-from . import verilog as verilog_export
-from .cost import cost_numbers, cost_report, yosys_luts
-from .freeze import FrozenNetwork, InputFormat, freeze
-from .simplify import reduce
-
-FORMATS = ("json", "c", "verilog")
-
-
-def float_predictions(model, encoder, net: FrozenNetwork, q: np.ndarray) -> np.ndarray:
-    """The float model's classes on the dequantised inputs (what the frozen network must match)."""
-    x = torch.from_numpy(net.input.dequantise(q))
-    with torch.no_grad():
-        return model(encoder.binarize(x).flatten(1).float()).argmax(-1).numpy()
-
+from . import console
+from .checkpoint import data_overrides, restore
+from .data import load_dataset
+from .errors import DWNError, RunError
+from .export import c as c_export
+from .export import fpga, simulate
+from .export import verilog as verilog_export
+from .export.cost import cost_numbers, cost_report
+from .export.freeze import FrozenNetwork, InputFormat, float_predictions, freeze
+from .export.simplify import reduce
+from .validate import check_export
 
 def _verify_c(net, out_dir: Path, q: np.ndarray) -> str:
     if shutil.which("gcc") is None:
@@ -96,9 +88,9 @@ def _write_and_verify(cfg, net: FrozenNetwork, out_dir: Path, q, class_names, si
     return "not verified (verify=false)"
 
 
-def _hardware(cfg, net: FrozenNetwork, out_dir: Path, numbers: dict, report: dict) -> None:
-    """The serial shell and the FPGA flows, into the cost numbers and the report."""
-    latency = numbers["latency_cycles"]
+def _hardware(cfg, net: FrozenNetwork, out_dir: Path, latency: int, numbers: dict, report: dict) -> None:
+    """The serial shell and the FPGA flows (`latency`: the core's clock cycles), into the cost
+    numbers and the report."""
     if cfg.shell == "serial" and cfg.fpga != "ice40":
         fpga.write_shell(out_dir)
     if cfg.fpga == "xilinx":
@@ -118,22 +110,7 @@ def _hardware(cfg, net: FrozenNetwork, out_dir: Path, numbers: dict, report: dic
 
 
 def run_export(cfg, run_dir: Path) -> str:
-    if cfg.format not in FORMATS:
-        raise DWNError(f"format must be one of {', '.join(FORMATS)}; got {cfg.format!r}.")
-    if cfg.out and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
-        raise DWNError(f"out={cfg.out} is a file; give a folder for the exported files.")
-    if cfg.vectors is not None and cfg.vectors < 1:
-        raise DWNError(f"vectors must be a positive integer; got {cfg.vectors}.")
-    if cfg.fpga not in fpga.FPGAS or cfg.shell not in ("none", "serial"):
-        raise DWNError(f"fpga must be one of {', '.join(fpga.FPGAS)} and shell none or serial; got fpga={cfg.fpga!r}, "
-                       f"shell={cfg.shell!r}.")
-    if cfg.pipeline not in verilog_export.PIPELINES:
-        raise DWNError(f"pipeline must be one of {', '.join(verilog_export.PIPELINES)}; got {cfg.pipeline!r}.")
-    if (cfg.fpga != "none" or cfg.shell != "none") and cfg.format != "verilog":
-        raise DWNError(f"fpga= and shell= work on the Verilog export: add format=verilog (got format={cfg.format}).")
-    if not is_number(cfg.fpga_timeout) or cfg.fpga_timeout <= 0:
-        raise DWNError(f"fpga_timeout must be a positive number of seconds; got {cfg.fpga_timeout!r}.")
-    fpga.check(cfg.fpga, cfg.fpga_device)  # the tools and the device, before any work
+    check_export(cfg)  # every setting and the FPGA tools, before any work
     simulator = simulate.choose(cfg.simulator) if cfg.format == "verilog" and cfg.verify else None
     count = cfg.vectors or simulate.DEFAULT_VECTORS.get(simulator, 256)
     restored = restore(cfg.checkpoint, data_overrides(cfg))
@@ -158,11 +135,11 @@ def run_export(cfg, run_dir: Path) -> str:
     report = cost_report(net, _pipeline(cfg), original, numbers)
     numbers.update(_accuracies(model, encoder, net, data))
     if cfg.format == "verilog" and cfg.yosys:
-        numbers["yosys_lut6"] = yosys_luts(out_dir / "dwn_top.v")
+        numbers["yosys_lut6"] = fpga.lut6(out_dir / "dwn_top.v")
         report["yosys synth -lut 6"] = "yosys not installed" if numbers["yosys_lut6"] is None else \
             f"{numbers['yosys_lut6']} LUT-6 (whole design)"
     if cfg.format == "verilog":
-        _hardware(cfg, net, out_dir, numbers, report)
+        _hardware(cfg, net, out_dir, built.latency, numbers, report)
     report["test accuracy: float / frozen"] = (f"{100 * numbers['accuracy_float']:.2f} % / "
                                                f"{100 * numbers['accuracy_frozen']:.2f} % ({fmt.bits}-bit inputs)")
     (out_dir / "cost.json").write_text(json.dumps({**numbers, "verify": verdict}, indent=2) + "\n")
