@@ -8,10 +8,8 @@ Keys mirror the constructor arguments they feed.
 from __future__ import annotations
 
 import os
-import re
-import shlex
 from dataclasses import dataclass, field, fields
-from typing import Any, List, Optional
+from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
@@ -53,8 +51,8 @@ class LayerConfig:
     n: int = 6
     mapping: str = "random"  # random | arange | learnable
     efd: str = "exponential"  # exponential | paper | fd
-    alpha: Optional[float] = None  # default 0.5 * 0.75 ** (n - 1)
-    beta: Optional[float] = None  # default 0.25 / 0.75
+    alpha: Optional[float] = None  # null: lut.default_alpha(n)
+    beta: Optional[float] = None  # null: lut.DEFAULT_BETA
     lm_tau: float = 0.001
     ste: bool = True
     clamp_luts: bool = True
@@ -65,6 +63,7 @@ class HeadConfig:
     kind: str = "group_sum"  # group_sum | reduction (learnable reduction, paper section 3.3)
     tau: float = 1.0
     n: int = 2  # reduction only: inputs per LUT of the pyramid
+    efd: str = "exponential"  # reduction only: the pyramid's derivative estimate, as model.layers[i].efd
 
 
 @dataclass
@@ -114,7 +113,7 @@ class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
     backend: str = "auto"  # auto | torch | cuda
     strategy: str = "single"  # single | ddp (launched by torchrun)
-    cuda_graphs: Any = "auto"  # auto | true | false: replay one captured training step (auto: on one GPU)
+    cuda_graphs: str = "auto"  # auto | true | false: replay one captured training step (graphs.captures)
     deterministic: bool = False  # GPU: gradients summed without float atomics (bit-identical runs)
     eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
     val_fraction: float = 0.0  # share of the training split held out for model selection
@@ -236,27 +235,6 @@ def _pairs(old, new, prefix: str = ""):
             yield from _pairs(a, b, f"{prefix}{index}.")
     else:
         yield prefix[:-1], old, new
-
-
-def override_text(value) -> str:
-    """A plain value as a Hydra command-line override writes it (before shell quoting)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, list):
-        return "[" + ",".join(override_text(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{key}:{override_text(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, str) and (not re.fullmatch(r"[A-Za-z_][\w./-]*", value)
-                                   or value.lower() in ("true", "false", "null", "inf", "nan")):  # else not a string
-        return "'" + value.replace("'", "\\'") + "'"
-    return str(value)
-
-
-def override(key: str, value) -> str:
-    """The command-line override that sets `key` to `value` (ABSENT: removes the key), shell-quoted."""
-    return shlex.quote(f"~{key}" if value is ABSENT else f"{key}={override_text(value)}")
 
 
 def changed_settings(trained: dict, today: dict, may_change=RESUME_MAY_CHANGE) -> list[tuple[str, object, object]]:

@@ -48,8 +48,8 @@ class LUTLayer(nn.Module):
         n: inputs per LUT (1..16); each table has 2**n entries.
         mapping: 'random' (balanced random wiring), 'arange', 'learnable' (a LearnableMapping in
             front) or an integer tensor (N, n) of input indices.
-        alpha, beta: the exponential EFD's weight alpha * beta**H; defaults 0.5 * 0.75**(n-1)
-            and 0.25 / 0.75.
+        alpha, beta: the exponential EFD's weight alpha * beta**H; None: lut.default_alpha(n)
+            and lut.DEFAULT_BETA, torch-dwn's defaults.
         ste: output the sign bit of the addressed entry (1.0 if > 0 else 0.0) with a
             straight-through gradient; False outputs the entry itself.
         clamp_luts: clamp the tables to [-1, 1] before each training forward.
@@ -69,8 +69,7 @@ class LUTLayer(nn.Module):
         self.in_features, self.out_features, self.n = input_size, output_size, n
         self.clamp_luts, self.lm_tau = bool(clamp_luts), lm_tau
         self.spec = LUTSpec(n=n, ste=bool(ste), efd=efd,
-                            alpha=0.5 * 0.75 ** (n - 1) if alpha is None else float(alpha),
-                            beta=0.25 / 0.75 if beta is None else float(beta))
+                            alpha=None if alpha is None else float(alpha), beta=None if beta is None else float(beta))
         # the backend's inverse mapping of a fixed wiring: (key, value), see _inverse
         self._inverse_cache = None
         self.luts = nn.Parameter(torch.rand(output_size, 2**n) * 2 - 1)
@@ -200,6 +199,8 @@ class ReductionHead(nn.Module):
             raise DWNError(f"ReductionHead needs at least 2 classes; got {num_classes}.")
         if not is_int(n) or not 2 <= n <= MAX_N:  # n = 1 would reduce nothing, level after level
             raise DWNError(f"ReductionHead n must be an integer between 2 and {MAX_N}; got {n!r}.")
+        if efd not in EFD_VARIANTS:
+            raise DWNError(f"ReductionHead efd must be one of {', '.join(EFD_VARIANTS)}; got {efd!r}.")
         self.num_classes, self.tau = num_classes, float(tau)
         groups = 1 if num_classes == 2 else num_classes
         size = in_features // groups

@@ -60,6 +60,14 @@ def _gauss_legendre(n: int, alpha: float, beta: float) -> tuple[tuple[float, flo
     return tuple((float(w) / 2.0, (float(x) + 1.0) / 2.0) for x, w in zip(nodes, weights))  # [-1, 1] -> [0, 1]
 
 
+def default_alpha(n: int) -> float:
+    """The exponential EFD's alpha when none is given: 0.5 * 0.75**(n - 1) (torch-dwn's default)."""
+    return 0.5 * 0.75 ** (n - 1)
+
+
+DEFAULT_BETA = 0.25 / 0.75  # the exponential EFD's beta when none is given (torch-dwn's default)
+
+
 # The EFD variants: name -> (n, alpha, beta) -> terms (c, t) with w(H) = sum c * t**H for H < n.
 EFD = {
     "exponential": lambda n, alpha, beta: ((float(alpha), float(beta)),),
@@ -89,8 +97,8 @@ class LUTSpec:
     n: int
     ste: bool = True
     efd: str = "exponential"
-    alpha: float = 0.5
-    beta: float = 1 / 3
+    alpha: float | None = None  # None: default_alpha(n)
+    beta: float | None = None  # None: DEFAULT_BETA
     backend: str = "auto"
     deterministic: bool = False
     terms: tuple = field(init=False, compare=False)
@@ -98,6 +106,10 @@ class LUTSpec:
     def __post_init__(self):
         if self.backend not in BACKENDS:
             raise DWNError(f"LUTLayer backend must be one of {', '.join(BACKENDS)}; got {self.backend!r}.")
+        if self.alpha is None:
+            object.__setattr__(self, "alpha", default_alpha(self.n))
+        if self.beta is None:
+            object.__setattr__(self, "beta", DEFAULT_BETA)
         object.__setattr__(self, "terms", efd_terms(self.efd, self.n, self.alpha, self.beta))
 
     def with_(self, **changes) -> "LUTSpec":

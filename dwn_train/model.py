@@ -13,7 +13,7 @@ from torch import nn
 
 from .errors import DWNError, InvalidArgument
 from .layers import GroupSum, LUTLayer, ReductionHead, check_lut_args
-from .lut import MAX_N
+from .lut import EFD_VARIANTS, MAX_N
 from .regularizers import KINDS as REGULARIZERS
 from .resources import check_memory
 from .thermometer import DistributiveThermometer, GaussianThermometer, Thermometer
@@ -52,6 +52,8 @@ def check_model(cfg) -> None:
         raise DWNError(f"model.head.tau must be a finite number > 0; got {head.tau}.")
     if head.kind == "reduction" and not 2 <= head.n <= MAX_N:
         raise DWNError(f"model.head.n must be between 2 and {MAX_N} (inputs per LUT of the reduction); got {head.n}.")
+    if head.efd not in EFD_VARIANTS:
+        raise DWNError(f"model.head.efd must be one of {', '.join(EFD_VARIANTS)}; got {head.efd!r}.")
     reg = cfg.regularizer
     if reg.kind not in REGULARIZERS or not 0 <= reg.weight < math.inf:
         raise DWNError(f"model.regularizer needs kind in {', '.join(REGULARIZERS)} and a finite weight >= 0; "
@@ -89,7 +91,7 @@ def _group_sum(cfg, width: int, num_classes: int) -> nn.Module:
 
 def _reduction(cfg, width: int, num_classes: int) -> nn.Module:
     """The learnable reduction pyramids (paper section 3.3)."""
-    return ReductionHead(width, num_classes, n=cfg.n, tau=cfg.tau)
+    return ReductionHead(width, num_classes, n=cfg.n, tau=cfg.tau, efd=cfg.efd)
 
 
 HEADS = {"group_sum": _group_sum, "reduction": _reduction}

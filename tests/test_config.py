@@ -12,7 +12,7 @@ from dwn_train.data import load_dataset
 from dwn_train.model import build_encoder, build_model
 from dwn_train.optim import build_optimizer, build_scheduler
 from dwn_train.resources import conf_dir
-from dwn_train.validate import validate_train_config
+from dwn_train.validate import check_train
 
 GROUPS = ["dataset", "encoding", "model", "optimizer", "scheduler", "trainer", "logger", "experiment"]
 OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((conf_dir() / g).glob("*.yaml"))]
@@ -34,7 +34,7 @@ def test_option_composes_and_builds(group, option, compose_cfg, tmp_path):
     if group == "dataset" and option == "openml":
         extra = ["dataset.data_id=61"]
     cfg = compose_cfg([override, *extra])
-    validate_train_config(cfg)
+    check_train(cfg)
     encoder = build_encoder(cfg.encoding)
     width = cfg.model.layers[-1].out_features
     classes = next(c for c in (10, 5, 2) if width % c == 0)
@@ -97,7 +97,8 @@ def test_the_settings_a_refused_resume_names_are_the_fix(trained, today, compose
     composes to the trained settings."""
     import shlex
 
-    from dwn_train.config import RESUME_MAY_CHANGE, changed_settings, override
+    from dwn_train.config import RESUME_MAY_CHANGE, changed_settings
+    from dwn_train.run.command import override
 
     plain = lambda overrides: OmegaConf.to_container(compose_cfg(overrides), resolve=True)
     old = plain(trained)
@@ -105,3 +106,51 @@ def test_the_settings_a_refused_resume_names_are_the_fix(trained, today, compose
     assert changed and not any(key.startswith(RESUME_MAY_CHANGE) for key, _, _ in changed)
     fix = shlex.split(" ".join(override(key, value) for key, value, _ in changed))
     assert changed_settings(old, plain([*today, *fix])) == []
+
+
+def _keys(node, prefix=""):
+    """Every key of a plain config, dotted, down to scalars and lists."""
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from _keys(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+@pytest.mark.parametrize("path, schema", [("trainer/default.yaml", "TrainerConfig"), ("eval.yaml", "EvalConfig"),
+                                          ("export.yaml", "ExportConfig")])
+def test_every_user_facing_key_is_in_conf_with_its_default_and_a_comment(path, schema):
+    """conf/ shows every setting a user can give, at the schema's default (the dataclasses stay the
+    schema; the YAML must not drift from them), each with a comment on its line or above it."""
+    import yaml
+
+    from dwn_train import config
+
+    text = (conf_dir() / path).read_text()
+    shown = dict(_keys({k: v for k, v in yaml.safe_load(text).items() if k not in ("defaults", "hydra")}))
+    defaults = dict(_keys(OmegaConf.to_container(OmegaConf.structured(getattr(config, schema)))))
+    assert shown.keys() == defaults.keys(), (shown.keys() ^ defaults.keys())
+    for key, value in defaults.items():
+        assert value == "???" or shown[key] == value, (key, shown[key], value)
+    lines = text.splitlines()
+    for key in shown:
+        leaf = key.split(".")[-1]
+        at = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{leaf}:"))
+        assert "#" in lines[at] or lines[at - 1].lstrip().startswith("#"), f"{path}: {key} has no comment"
+
+
+@pytest.mark.parametrize("group", ["model", "optimizer"])
+def test_model_and_optimizer_files_show_their_keys(group):
+    """Each model file shows the whole head and regularizer; each optimizer file every key its kind reads."""
+    import yaml
+
+    from dwn_train import config
+
+    for path in sorted((conf_dir() / group).glob("*.yaml")):
+        shown = yaml.safe_load(path.read_text())
+        if group == "model":
+            for part, schema in (("head", config.HeadConfig), ("regularizer", config.RegularizerConfig)):
+                assert set(shown[part]) == set(OmegaConf.structured(schema)), (path.name, part)
+        else:
+            unused = {"sgd": "betas"}.get(shown["kind"], "momentum")  # what the other kinds read
+            assert set(shown) | {unused} == set(OmegaConf.structured(config.OptimizerConfig)), path.name

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import dwn_train as dwn
-from dwn_train.lut import efd_terms
+from dwn_train.lut import LUTSpec, efd_terms
 from dwn_train.torch_lut import derivative_table
 import oracle
 
@@ -244,3 +244,17 @@ def test_deterministic_torch_backend_scatters_under_torchs_deterministic_algorit
     finally:
         torch.use_deterministic_algorithms(False)
     assert all(torch.equal(a, b) for a, b in zip(grads[False], grads[True]))
+
+
+def test_the_default_efd_weights_are_written_once():
+    """LUTSpec, LUTLayer and the config's null all take lut.default_alpha(n) and lut.DEFAULT_BETA
+    (torch-dwn's 0.5 * 0.75**(n-1) and 1/3); a given value wins."""
+    from dwn_train.lut import DEFAULT_BETA, default_alpha
+
+    assert DEFAULT_BETA == pytest.approx(1 / 3)
+    for n in (1, 3, 6):
+        assert default_alpha(n) == pytest.approx(0.5 * 0.75 ** (n - 1))
+        spec, layer = LUTSpec(n=n), dwn.LUTLayer(8, 4, n=n)
+        assert (spec.alpha, spec.beta) == (layer.alpha, layer.beta) == (default_alpha(n), DEFAULT_BETA)
+        assert spec.terms == ((default_alpha(n), DEFAULT_BETA),)
+    assert dwn.LUTLayer(8, 4, n=6, alpha=0.2, beta=0.5).spec.terms == ((0.2, 0.5),)

@@ -6,7 +6,7 @@ from sklearn.datasets import load_breast_cancer
 from sklearn.model_selection import train_test_split
 
 import dwn_train as dwn
-from conftest import fit_and_score
+from helpers.fit import fit_and_score
 from dwn_train.model import count_luts
 
 
@@ -51,3 +51,16 @@ def test_reduction_head_learns_breast_cancer():
     assert count_luts(model) == 64 + 32 + 16 + 8 + 4 + 2 + 1
     accuracy = fit_and_score(model, x_train, y_train, x_test, y_test, epochs=30)
     assert accuracy > 0.85, accuracy
+
+
+def test_the_reduction_head_takes_its_efd_from_the_config_like_the_layers(compose_cfg):
+    from dwn_train.model import build_model, check_model
+
+    cfg = compose_cfg(["model=breast_cancer_small", "model.head.kind=reduction", "model.head.efd=paper"])
+    head = build_model(cfg.model, 30, 2)[-1]
+    assert isinstance(head, dwn.ReductionHead)
+    assert {layer.efd for layer in head.levels} == {"paper"}
+    with pytest.raises(dwn.DWNError, match="model.head.efd must be one of exponential, paper, fd; got 'fast'"):
+        check_model(compose_cfg(["model.head.kind=reduction", "model.head.efd=fast"]).model)
+    with pytest.raises(dwn.DWNError, match="ReductionHead efd must be one of"):
+        dwn.ReductionHead(8, 2, efd="fast")
