@@ -188,18 +188,18 @@ def restore(path, dataset: dict | None = None) -> Restored:
         raise
     except Exception as exc:  # a missing or mistyped entry
         raise _damaged(where, exc) from None
-    encoder = restore_encoder(config.encoding, payload, where)  # (check_encoding passed: it builds)
+    encoder = restore_encoder(config.encoding, payload, f"{where}'s encoder")  # (check_encoding passed: it builds)
     load_state(model, payload["model"], where)
     return Restored(Path(path), payload, config, encoder, model.eval(), data)
 
 
-def restore_encoder(encoding_cfg, payload: dict, where: str):
+def restore_encoder(encoding_cfg, payload: dict, what: str):
     """The fitted thermometer of a payload, built as `encoding_cfg` says (a resume: today's encoding
-    group, checked equal to the trained one)."""
+    group, checked equal to the trained one); `what` names it in a mismatch."""
     from .model import build_encoder
 
     encoder = build_encoder(encoding_cfg)
-    load_state(encoder, payload["encoder"], f"{where}'s encoder")
+    load_state(encoder, payload["encoder"], what)
     return encoder
 
 

@@ -88,11 +88,10 @@ def _train_app(cfg):
         from .run.command import Command
         from .train import train
 
-        overrides, (world, rank) = list(HydraConfig.get().overrides.task), _torchrun()
+        overrides, (world, rank, local) = list(HydraConfig.get().overrides.task), _torchrun()
         if rank == 0:
             print(f"dwn-train: overrides: {' '.join(overrides) or 'none'}  (whole config: "
                   f"{RunFolder(run_dir).hydra / 'config.yaml'})")
-        local = int(os.environ.get("LOCAL_WORLD_SIZE") or 0)
         return train(cfg, run_dir, Command.launched(sys.argv[1:], overrides, world, local))
 
     return _run("dwn-train", TrainConfig, work, cfg)
@@ -112,15 +111,16 @@ def _export_app(cfg):
     return _run("dwn-export", ExportConfig, run_export, cfg)
 
 
-def _torchrun() -> tuple[int, int]:
-    """(WORLD_SIZE, RANK) as torchrun sets them; (1, 0) without torchrun."""
-    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+def _torchrun() -> tuple[int, int, int]:
+    """(WORLD_SIZE, RANK, LOCAL_WORLD_SIZE) as torchrun sets them; (1, 0, 0) without torchrun."""
+    env = os.environ
+    return int(env.get("WORLD_SIZE", "1")), int(env.get("RANK", "0")), int(env.get("LOCAL_WORLD_SIZE") or 0)
 
 
 def _entry(name: str, app) -> None:
     if "--version" in sys.argv[1:]:
         return print(f"{name} {version()}")
-    world, rank = _torchrun()
+    world, rank, _ = _torchrun()
     try:
         precheck.check(name, sys.argv[1:], world)
         sys.argv += precheck.rank_words(rank, world)

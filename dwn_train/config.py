@@ -113,7 +113,7 @@ class TrainerConfig:
     device: str = "auto"  # auto | cpu | cuda
     backend: str = "auto"  # auto | torch | cuda
     strategy: str = "single"  # single | ddp (launched by torchrun)
-    cuda_graphs: str = "auto"  # auto | true | false: replay one captured training step (graphs.captures)
+    cuda_graphs: Optional[str] = "auto"  # auto | true | false: replay one captured training step (graphs.captures)
     deterministic: bool = False  # GPU: gradients summed without float atomics (bit-identical runs)
     eval_every: int = 1  # epochs between evaluations (the last epoch is always evaluated)
     val_fraction: float = 0.0  # share of the training split held out for model selection

@@ -30,9 +30,9 @@ def eager_step(model, optimizer, objective, set_to_none: bool = True):
     labels, scale) is the loss. set_to_none=False zeroes the .grad tensors in place instead of
     dropping them (a captured graph keeps the ones it captured)."""
     def step(x, y, scale):
+        optimizer.zero_grad(set_to_none=set_to_none)  # before the forward: the old gradients are freed first
         logits = model(x)
         loss = objective(logits, y, scale)
-        optimizer.zero_grad(set_to_none=set_to_none)
         loss.backward()
         optimizer.step()
         return loss, logits
@@ -40,15 +40,22 @@ def eager_step(model, optimizer, objective, set_to_none: bool = True):
     return step
 
 
-def captures(setting, device: torch.device, strategy: str, optimizer_kind: str) -> bool:
+def setting(value) -> str:
+    """trainer.cuda_graphs as one of SETTINGS. Hydra reads true/false in any case as bools, which
+    the string field keeps as 'True'/'False' (and checkpoints written before the key was typed
+    stored bools); any other value is refused."""
+    word = {True: "true", False: "false", "True": "true", "False": "false"}.get(value, value)
+    if word not in SETTINGS:
+        raise DWNError(f"trainer.cuda_graphs must be auto, true or false; got {value!r}.")
+    return word
+
+
+def captures(value, device: torch.device, strategy: str, optimizer_kind: str) -> bool:
     """Whether the training step is captured: the one decision of trainer.cuda_graphs, which the
     config check (validate.check_train) and the trainer both call. auto captures on a single CUDA
     device with an optimizer whose step a replay can repeat (optim.CAPTURABLE); true insists, and a
-    DWNError says what it lacks; false never captures. `setting` may be a string or a bool (Hydra
-    reads `true` as a bool; checkpoints written before the key was typed stored bools)."""
-    value = str(setting).lower()
-    if value not in SETTINGS:
-        raise DWNError(f"trainer.cuda_graphs must be auto, true or false; got {setting!r}.")
+    DWNError says what it lacks; false never captures."""
+    value = setting(value)
     possible = device.type == "cuda" and strategy == "single" and optimizer_kind in CAPTURABLE
     if value == "true" and not possible:
         raise DWNError("trainer.cuda_graphs=true needs a CUDA device (trainer.device=cuda, or auto on a machine with "

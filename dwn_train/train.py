@@ -21,7 +21,7 @@ from .augment import augmented_bits, draw_shifts
 from .checkpoint import make_payload, save_checkpoint
 from .config import stored_paths_absolute
 from .errors import Interrupted
-from .graphs import GraphStep, captures, eager_step
+from .graphs import GraphStep, captures, eager_step, setting
 from .layers import LUTLayer
 from .metrics import MetricsLog
 from .model import build_model
@@ -114,7 +114,7 @@ def _build(cfg, data, ctx):
     graphs = captures(t.cuda_graphs, device, t.strategy, cfg.optimizer.kind)
     if ctx.main and graphs:
         console.log.info("training step: captured in a CUDA graph at the first full batch, then replayed "
-                         "(trainer.cuda_graphs=%s)", str(t.cuda_graphs).lower())
+                         "(trainer.cuda_graphs=%s)", setting(t.cuda_graphs))
     optimizer = build_optimizer(cfg.optimizer, model, capturable=graphs)
     return model, optimizer, build_scheduler(cfg.scheduler, optimizer, t.epochs), graphs
 
@@ -189,7 +189,7 @@ def _make_step(model, optimizer, objective, t, graphs: bool):
     eager = eager_step(model, optimizer, objective, set_to_none=not graphs)  # a graph keeps its .grad tensors
     if not graphs:
         return eager
-    fallback = console.log.warning if str(t.cuda_graphs).lower() == "auto" else None
+    fallback = console.log.warning if setting(t.cuda_graphs) == "auto" else None
     return GraphStep(model, optimizer, objective, eager, t.batch_size, fallback=fallback)
 
 

@@ -16,6 +16,7 @@ key; trainer.cuda_graphs is decided by graphs.captures, which the trainer calls 
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 from .config import unknown_keys
 from .data import IMAGE_KINDS, LOADERS
 from .errors import DWNError, is_number, os_reason
-from .graphs import captures
+from .graphs import captures, setting
 from .lut import BACKENDS
 from .model import check_encoding, check_model
 from .optim import OPTIMIZERS, SCHEDULERS
@@ -66,8 +67,24 @@ def check_train(cfg) -> None:
     check_model(cfg.model)
     _optimizer(cfg.optimizer)
     _scheduler(cfg.scheduler)
-    _trainer(cfg.trainer, cfg.optimizer.kind)
+    _trainer(cfg.trainer)
     _one_of("logger.kind", cfg.logger.kind, LOGGERS)
+    if cfg.logger.kind == "tensorboard" and importlib.util.find_spec("tensorboard") is None:
+        raise DWNError("logger=tensorboard needs the tensorboard package: pip install tensorboard.")
+    _device(cfg.trainer, cfg.optimizer.kind)
+
+
+def _device(t, optimizer_kind: str) -> None:
+    """What the machine must have for the trainer settings: the device, the CUDA kernels for
+    backend=cuda, and a step that can be captured for cuda_graphs=true."""
+    device = resolve_device(t.device)
+    if t.backend == "cuda":
+        from . import kernels
+
+        if device.type != "cuda" or not kernels.available():
+            raise DWNError("trainer.backend=cuda needs trainer.device=cuda and CuPy "
+                           "(pip install 'dwn-train[cuda]'); use backend=auto or torch.")
+    captures(t.cuda_graphs, device, t.strategy, optimizer_kind)
 
 
 def check_eval(cfg) -> None:
@@ -166,7 +183,7 @@ def _dataset(d) -> None:
                 raise DWNError(f"dataset.{key} must be at least {least}; got {getattr(d, key)}.")
 
 
-def _trainer(t, optimizer_kind: str) -> None:
+def _trainer(t) -> None:
     for key in ("epochs", "batch_size", "eval_batch_size", "eval_every"):
         _positive(f"trainer.{key}", getattr(t, key))
     _seed("trainer.seed", t.seed)
@@ -176,14 +193,7 @@ def _trainer(t, optimizer_kind: str) -> None:
         raise DWNError(f"trainer.val_fraction must lie in [0, 1); got {t.val_fraction}.")
     _one_of("trainer.backend", t.backend, BACKENDS)
     _one_of("trainer.strategy", t.strategy, STRATEGIES)
-    device = resolve_device(t.device)
-    if t.backend == "cuda":
-        from . import kernels
-
-        if device.type != "cuda" or not kernels.available():
-            raise DWNError("trainer.backend=cuda needs trainer.device=cuda and CuPy "
-                           "(pip install 'dwn-train[cuda]'); use backend=auto or torch.")
-    captures(t.cuda_graphs, device, t.strategy, optimizer_kind)  # refuses what cannot be captured
+    setting(t.cuda_graphs)
     monitor = t.checkpoint.monitor
     if monitor != "auto" and monitor not in MONITORS:
         raise DWNError(f"trainer.checkpoint.monitor must be auto or one of {', '.join(MONITORS)} (the test split "

@@ -65,8 +65,9 @@ def run_cli(monkeypatch, capsys):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """A finished two-epoch TINY digits run (helpers.runs.TINY), trained once per session: tests
-    that read it must not change it."""
+    """A finished two-epoch digits run (helpers.runs.TINY), trained once per session: tests may add
+    to its log and Hydra's record (a refused command does), but must leave its checkpoints and
+    metrics as they are."""
     from dwn_train.train import train
     from helpers.runs import TINY
 

@@ -174,3 +174,21 @@ def test_an_eval_sweep_counts_its_jobs_and_writes_no_training_summary(tiny_run, 
     assert code == 2 and "1 of 2 sweep jobs failed" in err and "job 1:" in err, err
     assert "Traceback" not in out + err
     assert not (tmp_path / "sweep" / "summary.csv").exists()  # no training curves to pool
+
+
+def test_the_entry_point_reads_torchruns_environment_and_hands_it_down(monkeypatch):
+    """cli reads WORLD_SIZE, RANK and LOCAL_WORLD_SIZE (nothing below it does): the Ctrl-C command
+    of a run on two nodes of four ranks is built from them."""
+    from dwn_train import cli
+    from dwn_train.run.command import Command
+
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    assert cli._torchrun() == (1, 0, 0)  # no torchrun
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setenv("RANK", "5")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    world, rank, local = cli._torchrun()
+    assert (world, rank, local) == (8, 5, 4)
+    command = Command.launched(["trainer.seed=1"], ["trainer.seed=1"], world, local)
+    assert (command.ranks, command.nodes) == (4, 2)

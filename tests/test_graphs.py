@@ -220,8 +220,9 @@ def test_the_cuda_graphs_decision_is_made_once_for_validation_and_trainer():
             with pytest.raises(DWNError, match="trainer.cuda_graphs=true needs a CUDA device"):
                 captures(setting, device, strategy, kind)
     assert not captures("false", cuda, "single", "adam") and not captures(False, cuda, "single", "adam")
-    with pytest.raises(DWNError, match="must be auto, true or false; got 'maybe'"):
-        captures("maybe", cpu, "single", "adam")
+    for word in ("maybe", "AUTO", "FALSE", None):  # Hydra reads TRUE/False as bools; a string must be a word
+        with pytest.raises(DWNError, match=f"must be auto, true or false; got {word!r}"):
+            captures(word, cpu, "single", "adam")
 
 
 def test_the_eager_step_trains_one_step_and_keeps_grad_tensors_on_request():

@@ -7,11 +7,7 @@ import subprocess
 import pytest
 
 from dwn_train.report import collect, main, summarise
-from helpers.runs import SMALL
-
-# a digits model small enough for a sweep of one-epoch jobs in seconds
-TINY = [*SMALL, "trainer.threads=1", "model.layers.0.out_features=60", "model.layers.1.out_features=30",
-        "trainer.epochs=1"]
+from helpers.runs import ONE_EPOCH, SMALL
 
 
 def _job(folder, overrides, test_accs, val_accs=None, failed=None, epochs=None):
@@ -123,7 +119,7 @@ def test_dwn_report_refuses_an_out_file_and_writes_nothing_without_runs(tmp_path
 @pytest.mark.slow
 def test_every_sweep_ends_with_a_summary_even_with_a_failed_job(tmp_path):
     sweep = tmp_path / "sweep"
-    result = subprocess.run(["dwn-train", "-m", *TINY, "trainer.seed=0,1", "model.layers.1.n=0,4",
+    result = subprocess.run(["dwn-train", "-m", *ONE_EPOCH, "trainer.seed=0,1", "model.layers.1.n=0,4",
                              f"hydra.sweep.dir={sweep}"], capture_output=True, text=True)
     assert result.returncode == 2 and "2 of 4 sweep jobs failed" in result.stderr
     with (sweep / "summary.csv").open() as handle:
@@ -164,7 +160,7 @@ def test_a_fault_inside_one_sweep_job_is_recorded_and_the_sweep_goes_on(run_cli,
         return real(cfg, run_dir, command)
 
     monkeypatch.setattr(training, "train", faulty)
-    code, out, err = run_cli("train", "-m", *TINY, "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path}")
+    code, out, err = run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path}")
     assert code == 1 and "1 of 2 sweep jobs failed" in err, (code, err)
     assert "internal error (RuntimeError: CUDA error: an illegal memory access was encountered)" in err
     assert "Traceback" not in out + err

@@ -62,3 +62,14 @@ def test_a_second_run_in_a_live_run_folder_is_refused(tmp_path):
     assert second.returncode == 2 and "is in use by another running dwn-train" in second.stderr
     assert "Traceback" not in second.stderr
     assert [r["epoch"] for r in metric_rows(run)] == [1, 2, 3, 4]  # the first run's rows only
+
+
+def test_under_torchrun_every_rank_shares_rank_0s_folder_and_only_it_writes_hydras_files(tmp_path):
+    from dwn_train.errors import DWNError
+    from dwn_train.run.precheck import check, rank_words
+
+    with pytest.raises(DWNError, match="under torchrun pass hydra.run.dir=DIR so that all ranks share one run folder"):
+        check("dwn-train", ["trainer.strategy=ddp"], world=2)
+    check("dwn-train", ["trainer.strategy=ddp", f"hydra.run.dir={tmp_path}"], world=2)
+    assert rank_words(0, 2) == [] and rank_words(1, 1) == []
+    assert rank_words(1, 2) == ["hydra.output_subdir=null", "hydra/job_logging=disabled", "hydra/hydra_logging=disabled"]

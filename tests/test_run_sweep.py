@@ -9,15 +9,11 @@ import pytest
 from dwn_train.errors import DWNError
 from dwn_train.run import sweep
 from dwn_train.run.folder import RunFolder
-from helpers.runs import SMALL
-
-# a digits model small enough for a sweep of one-epoch jobs in seconds
-TINY = [*SMALL, "trainer.threads=1", "model.layers.0.out_features=60", "model.layers.1.out_features=30",
-        "trainer.epochs=1"]
+from helpers.runs import ONE_EPOCH
 
 
 def test_a_sweep_folder_used_again_summarises_only_the_new_sweep(run_cli, tmp_path):
-    assert run_cli("train", "-m", *TINY, "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path}")[0] == 0
+    assert run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path}")[0] == 0
     # a skewed clock (a cluster file system) dates the old sweep's job 1 a day ahead: membership is
     # the sweep's id in each job folder, not file times
     ahead = time.time() + 86400
@@ -25,11 +21,11 @@ def test_a_sweep_folder_used_again_summarises_only_the_new_sweep(run_cli, tmp_pa
         os.utime(path, (ahead, ahead))
     # without trainer.resume the sweep is refused before any job runs: no job folder changes
     kept = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
-    code, _, err = run_cli("train", "-m", *TINY, "trainer.seed=2", f"hydra.sweep.dir={tmp_path}")
+    code, _, err = run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=2", f"hydra.sweep.dir={tmp_path}")
     assert code == 2 and f"the sweep folder {tmp_path} already holds runs (job folders 0, 1)" in err, err
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == kept
     # job 0 again, replacing the old sweep's job 0 (on purpose: overwrite); job 1 is the old sweep's
-    code, _, err = run_cli("train", "-m", *TINY, "trainer.seed=2", "trainer.resume=overwrite",
+    code, _, err = run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=2", "trainer.resume=overwrite",
                            f"hydra.sweep.dir={tmp_path}")
     assert code == 0, err
     with (tmp_path / "summary.csv").open() as handle:
@@ -38,7 +34,7 @@ def test_a_sweep_folder_used_again_summarises_only_the_new_sweep(run_cli, tmp_pa
 
 
 def test_a_sweep_without_hydra_files_in_its_jobs_is_still_summarised(run_cli, tmp_path):
-    code, _, err = run_cli("train", "-m", *TINY, "trainer.seed=0,1", "hydra.output_subdir=null",
+    code, _, err = run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=0,1", "hydra.output_subdir=null",
                            f"hydra.sweep.dir={tmp_path}")
     assert code == 0, err
     with (tmp_path / "summary.csv").open() as handle:

@@ -8,6 +8,7 @@
     precheck.py   the command line checked before Hydra runs (run folders, early lock, torchrun)
     sweep.py      which job folders belong to a sweep; a sweep into a folder holding runs
 
-It is handed what it needs (paths, settings, the launch's words); it never reads Hydra's
-globals, and importing it loads no torch (the command line is checked before torch loads).
+It is handed what it needs (paths, settings, the launch's words); it never reads Hydra's globals.
+What the command line needs before Hydra runs (precheck, folder, sweep, command) loads no torch;
+lock and resume load it when a run starts.
 """

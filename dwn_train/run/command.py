@@ -52,6 +52,11 @@ def override(key: str, value) -> str:
     return shlex.quote(f"~{key}" if value is ABSENT else f"{key}={override_value(value)}")
 
 
+def sets(override: str, key: str) -> bool:
+    """Whether a command-line override (key=v, +key=v, ++key=v or ~key=v) is about `key`."""
+    return override.lstrip("+~").startswith(key + "=")
+
+
 def config_flags(argv: list[str]) -> list[str]:
     """Hydra's flags in `argv` that choose the configuration itself (--config-name x, -cd=dir, ...)."""
     flags = []
@@ -77,7 +82,7 @@ class Command:
     def launched(cls, argv: list[str], overrides: list[str], world: int = 1, local_world: int = 0) -> "Command":
         """From what the entry point read: its argv (for the configuration flags), Hydra's task
         overrides, and torchrun's WORLD_SIZE and LOCAL_WORLD_SIZE (0: not set)."""
-        kept = [o for o in overrides if not o.lstrip("+~").startswith("trainer.resume=")]
+        kept = [o for o in overrides if not sets(o, "trainer.resume")]
         local = local_world or world
         nodes = world // local if world > local else 1
         return cls(tuple(config_flags(argv) + kept), local, nodes)

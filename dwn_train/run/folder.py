@@ -8,7 +8,7 @@
     checkpoints/last.pt      the end of the latest epoch (what trainer.resume=auto continues)
     checkpoints/best.pt      the best epoch by trainer.checkpoint.monitor
     .lock                    held by the live run (run/lock.py), holding its pid
-    failed.json              a sweep job that failed: its exit code and error (run/sweep.py reads it)
+    failed.json              a sweep job that failed: its exit code and error (dwn_train/report.py reads it)
     .sweep_id                the id of the sweep the job belongs to (run/sweep.py)
 
 A folder *holds a run* when it has a checkpoint or a metrics row: that is what a fresh run would
@@ -23,6 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import is_int
+
+
+# how a refusal says to choose another folder
+ANOTHER_FOLDER = "hydra.run.dir=DIR; hydra.sweep.dir=DIR for a sweep"
 
 
 @dataclass(frozen=True)

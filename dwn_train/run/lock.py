@@ -19,8 +19,6 @@ from contextlib import contextmanager
 from ..errors import DWNError, RunError, os_reason
 from .folder import RunFolder
 
-# how a refusal says to choose another folder
-ANOTHER_FOLDER = "hydra.run.dir=DIR; hydra.sweep.dir=DIR for a sweep"
 _HELD: set = set()  # the run folders this process holds: owning one again is a no-op
 _BEGUN: set = set()  # the held run folders whose records this hold has started to rewrite
 

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import DWNError, RunError
+from .command import sets
 from .folder import RunFolder
 
 _started = False
@@ -63,7 +64,7 @@ def check(name: str, argv: list[str], world: int = 1) -> None:
     """Raise the first problem of `argv` that must be said before Hydra runs (see the module doc)."""
     if world > 1 and not any(arg.startswith("hydra.run.dir=") for arg in argv):
         raise DWNError("under torchrun pass hydra.run.dir=DIR so that all ranks share one run folder.")
-    if name != "dwn-train" and any(arg.lstrip("+~").startswith("dataset=") for arg in argv):
+    if name != "dwn-train" and any(sets(arg, "dataset") for arg in argv):
         raise DWNError("dataset= cannot choose a data set here: a checkpoint is scored on the data set it was trained "
                        "on (dataset.root, dataset.path, dataset.test_path or dataset.data_home point at it where it "
                        "moved).")

@@ -24,8 +24,7 @@ from ..errors import DWNError
 from ..optim import load_optimizer_state
 from ..validate import monitor_key
 from .command import override, override_value
-from .folder import RunFolder
-from .lock import ANOTHER_FOLDER
+from .folder import ANOTHER_FOLDER, RunFolder
 
 
 def start(cfg, folder: RunFolder) -> "Resume | None":
@@ -42,8 +41,8 @@ def start(cfg, folder: RunFolder) -> "Resume | None":
 
 
 def check_fresh(folder: RunFolder, resume) -> None:
-    """Refuse a fresh run in a folder that holds a run (with trainer.resume=auto: its checkpoints;
-    a run killed before its first checkpoint starts again)."""
+    """Refuse a fresh run in a folder that holds a run (RunFolder.holds_run: its records; with
+    trainer.resume=auto only its checkpoints count: a run killed before its first one starts again)."""
     if resume == "overwrite":
         return
     found = folder.records(checkpoints_only=resume == "auto")
@@ -82,7 +81,7 @@ class Resume:
 
     def encoder(self, encoding_cfg):
         """The fitted thermometer the run was trained with."""
-        return restore_encoder(encoding_cfg, self.payload, self.where)
+        return restore_encoder(encoding_cfg, self.payload, "the resumed checkpoint's encoder")
 
     @property
     def expect(self) -> tuple:

@@ -12,8 +12,8 @@ import uuid
 from pathlib import Path
 
 from ..errors import DWNError
-from .folder import RunFolder
-from .lock import ANOTHER_FOLDER
+from .command import sets
+from .folder import ANOTHER_FOLDER, RunFolder
 
 STARTED = ".sweep_started"
 
@@ -57,7 +57,7 @@ def check_not_held(sweep_dir: Path, overrides: list) -> None:
     """A training sweep into a folder whose job folders hold runs would have each job refused one
     by one (run/resume.py), after Hydra had rewritten its .hydra record: refuse the sweep at once,
     unless it says what to do with them (trainer.resume=auto or overwrite)."""
-    if any(o.lstrip("+~").startswith("trainer.resume=") for o in overrides) or not sweep_dir.is_dir():
+    if any(sets(o, "trainer.resume") for o in overrides) or not sweep_dir.is_dir():
         return
     held = [p.name for p in sorted(sweep_dir.iterdir(), key=job_order) if p.is_dir() and RunFolder(p).holds_run()]
     if held:

@@ -10,6 +10,9 @@ SMALL = ["dataset=digits", "model=digits_small", "model.layers.0.out_features=30
          "trainer.batch_size=64", "trainer.plot=false"]
 # smaller still: two epochs of 60 -> 30 LUTs, for the tests that need a run to exist
 TINY = [*SMALL, "model.layers.0.out_features=60", "model.layers.1.out_features=30", "trainer.epochs=2"]
+# one-epoch jobs of one thread each: a sweep of them runs in seconds
+ONE_EPOCH = [*SMALL, "trainer.threads=1", "model.layers.0.out_features=60", "model.layers.1.out_features=30",
+             "trainer.epochs=1"]
 # the console scripts print as they go, so a test that stops one early still reads its output
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
