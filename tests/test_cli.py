@@ -2,6 +2,7 @@
 and message of user errors. (Run folders, resume, Ctrl-C and the checks before Hydra have their own
 files: tests/test_run_*.py.)"""
 
+import importlib.util
 import json
 import subprocess
 
@@ -39,6 +40,9 @@ def test_multirun_sweep_writes_one_folder_per_job(tmp_path):
     ("train", ["trainer.batch_size=0"], "trainer.batch_size must be a positive integer"),
     ("train", ["trainer.epochs=many"], "epochs"),
     ("train", ["trainer.cuda_graphs=maybe"], "trainer.cuda_graphs must be auto, true or false; got 'maybe'"),
+    ("train", ["trainer.cuda_graphs=null"], "trainer.cuda_graphs must be auto, true or false; got None"),
+    ("train", ["trainer.cuda_graphs=true", "trainer.device=cpu"], "trainer.cuda_graphs=true needs a CUDA device"),
+    ("train", ["model.head.kind=reduction", "model.head.efd=fast"], "model.head.efd must be one of exponential, paper, fd"),
     ("eval", ["checkpoint=/no/such/file.pt"], "does not exist"),
     ("eval", [], "checkpoint"),
     ("export", ["checkpoint=/no/such.pt", "format=verilog", "fpga_timeout=0"], "fpga_timeout must be a positive number"),
@@ -192,3 +196,11 @@ def test_the_entry_point_reads_torchruns_environment_and_hands_it_down(monkeypat
     assert (world, rank, local) == (8, 5, 4)
     command = Command.launched(["trainer.seed=1"], ["trainer.seed=1"], world, local)
     assert (command.ranks, command.nodes) == (4, 2)
+
+
+def test_tensorboard_without_its_package_is_refused_before_the_folder_is_touched(run_cli, tmp_path):
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed")
+    clean(*run_cli("train", *SMALL, "logger=tensorboard", f"hydra.run.dir={tmp_path}/r"), 2,
+          "logger=tensorboard needs the tensorboard package: pip install tensorboard.")
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
