@@ -28,6 +28,8 @@ from .errors import DWNError, Interrupted, RunError, os_reason
 from .resources import conf_dir, version
 from .run import precheck
 from .run.folder import RunFolder
+from .run.interrupt import by, exit_code, stop_anywhere
+from .run.lock import begun, forget
 
 register_configs()
 _CONF = str(conf_dir())
@@ -40,41 +42,50 @@ def _run(name: str, schema, work, cfg):
     hydra_cfg = HydraConfig.get()
     folder, job = RunFolder(hydra_cfg.runtime.output_dir), hydra_cfg.job.name
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    sweep_dir = Path(hydra_cfg.runtime.cwd) / hydra_cfg.sweep.dir if sweep else None
+    held = folder.holds_run()  # a run from before this command: a refusal must leave it as it is
+    forget(folder)
     folder.failed.unlink(missing_ok=True)  # a job run again in its folder starts clean
     if sweep:
         from .run.sweep import join
 
-        join(Path(hydra_cfg.sweep.dir), folder, Path(hydra_cfg.runtime.cwd))
+        join(sweep_dir, folder, Path(hydra_cfg.runtime.cwd))
+    fail = lambda exc: _fail(name, exc, folder, job, sweep_dir, held)
     try:
         from .validate import check_composed
 
         check_composed(cfg, schema, name)
         return work(cfg, folder.path)
-    except KeyboardInterrupt:
-        _fail(name, Interrupted("interrupted before the training loop (nothing of this run was saved) or after it."),
-              folder, job, sweep)
+    except KeyboardInterrupt as exc:  # Ctrl-C; SIGTERM or SIGUSR1 (run/interrupt.py) outside the training loop
+        fail(Interrupted(f"interrupted{by(exc)} before the training loop (nothing of this run was saved) or after it.",
+                         exit_code(exc)))
     except OSError as exc:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
-        _fail(name, RunError(f"{where}{os_reason(exc)}."), folder, job, sweep)
+        fail(RunError(f"{where}{os_reason(exc)}."))
     except (DWNError, RunError, Interrupted) as exc:
-        _fail(name, exc, folder, job, sweep)
+        fail(exc)
     except Exception as exc:  # a fault of ours: a single run shows the traceback; a sweep goes on
-        if not sweep:
+        if sweep_dir is None:
             raise
         folder.append_log(job, traceback.format_exc())
-        _fail(name, RunError(f"internal error ({type(exc).__name__}: {os_reason(exc)}); its traceback is in "
-                             f"{folder.log(job)}, please report it"), folder, job, sweep)
+        fail(RunError(f"internal error ({type(exc).__name__}: {os_reason(exc)}); its traceback is in "
+                      f"{folder.log(job)}, please report it"))
     return float("nan")  # a failed job of a sweep
 
 
-def _fail(name: str, exc: Exception, folder: RunFolder, job: str, sweep: bool) -> None:
+def _fail(name: str, exc: Exception, folder: RunFolder, job: str, sweep_dir: Path | None, held: bool) -> None:
     """Report `exc` as one sentence on stderr and in the job's log; exit, or, in a sweep, record
-    the failure in the job's folder and let the sweep go on."""
+    the failure (failed.json in the job's folder; in the sweep folder where the job was refused
+    in a folder holding a run it never touched) and let the sweep go on."""
     label = "" if isinstance(exc, Interrupted) else "error: "
     message = f"{name}: {label}{exc}"
     print(message, file=sys.stderr)
     folder.append_log(job, message + "\n")  # the job's log (Hydra's file handler) says why the run ended
-    if sweep and not isinstance(exc, Interrupted):
+    if sweep_dir is not None and not isinstance(exc, Interrupted):
+        if held and not begun(folder):
+            from .run.sweep import refuse
+
+            return refuse(sweep_dir, folder, exc.exit_code, str(exc))
         try:
             return folder.record_failure(exc.exit_code, str(exc))
         except OSError:
@@ -88,11 +99,18 @@ def _train_app(cfg):
         from .run.command import Command
         from .train import train
 
-        overrides, (world, rank, local) = list(HydraConfig.get().overrides.task), _torchrun()
+        hydra_cfg, (world, rank, local) = HydraConfig.get(), _torchrun()
+        overrides, sweep = list(hydra_cfg.overrides.task), None
+        if hydra_cfg.mode == RunMode.MULTIRUN:  # the command that resumes the whole sweep, as it was started
+            from .run.sweep import marker
+
+            sweep_dir = Path(hydra_cfg.runtime.cwd) / hydra_cfg.sweep.dir
+            words = marker(sweep_dir)
+            sweep = (tuple(words), sweep_dir) if words is not None else None
         if rank == 0:
             print(f"dwn-train: overrides: {' '.join(overrides) or 'none'}  (whole config: "
                   f"{RunFolder(run_dir).hydra / 'config.yaml'})")
-        return train(cfg, run_dir, Command.launched(sys.argv[1:], overrides, world, local))
+        return train(cfg, run_dir, Command.launched(sys.argv[1:], overrides, world, local, sweep))
 
     return _run("dwn-train", TrainConfig, work, cfg)
 
@@ -121,6 +139,7 @@ def _entry(name: str, app) -> None:
     if "--version" in sys.argv[1:]:
         return print(f"{name} {version()}")
     world, rank, _ = _torchrun()
+    stop_anywhere()  # SIGTERM and SIGUSR1 stop a run as Ctrl-C does
     try:
         precheck.check(name, sys.argv[1:], world)
         sys.argv += precheck.rank_words(rank, world)
@@ -134,6 +153,9 @@ def _entry(name: str, app) -> None:
         if exc.code == 1 and not precheck.started():
             sys.exit(2)
         raise
+    except KeyboardInterrupt as exc:  # before a job started (composing the config) or after it ended
+        print(f"{name}: interrupted{by(exc)}.", file=sys.stderr)
+        sys.exit(exit_code(exc))
     except ValueError as exc:  # Hydra's own flags in a combination it refuses (e.g. -m with --cfg)
         if precheck.started() or os.environ.get("HYDRA_FULL_ERROR") == "1":  # a bug, or a traceback asked for
             raise

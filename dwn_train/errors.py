@@ -2,7 +2,8 @@
 
 DWNError: a mistake a user can make (bad config values, files, data), exit 2; it subclasses
 ValueError so library callers can catch it the usual way. RunError: the environment stopped a run
-(disk full, unwritable folder, a verification mismatch), exit 1. Interrupted: Ctrl-C, exit 130.
+(disk full, unwritable folder, a verification mismatch), exit 1. Interrupted: Ctrl-C or a stop signal,
+exit 128 + the signal's number.
 Each is raised with one sentence that names what was wrong and what to do. `is_int` and
 `is_number` are the type tests those checks share (a bool is neither, though Python's bool is an int);
 `first_line` and `os_reason` put another library's error into such a sentence.
@@ -48,9 +49,12 @@ class RunError(RuntimeError):
 
 
 class Interrupted(Exception):
-    """Ctrl-C during a run, with a sentence saying where it stopped and how to resume (exit 130)."""
+    """A run stopped by Ctrl-C (exit 130), SIGTERM (143) or SIGUSR1 (138), with a sentence saying
+    where it stopped and how to resume (dwn_train/run/interrupt.py)."""
 
-    exit_code = 130
+    def __init__(self, message: str, exit_code: int = 130):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 

@@ -58,7 +58,7 @@ def _job(folder: Path) -> Job | None:
     failure = run.failure()
     if failure is None and not run.metrics.is_file():
         return None
-    job = Job(folder, _overrides(run.hydra / "overrides.yaml"))
+    job = Job(folder, run.overrides())
     if failure is not None:
         job.exit_code, job.failed = failure
     else:
@@ -69,16 +69,6 @@ def _job(folder: Path) -> Job | None:
         elif epochs is not None and done < epochs:  # killed, or still running: its last row is not a final one
             job.failed, job.exit_code = f"incomplete: {done} of {epochs} epochs (killed, or still running)", 1
     return job
-
-
-def _overrides(path: Path) -> list[str]:
-    """Hydra's record of a job's command-line overrides (a YAML list of strings); none when there
-    is no such file or it is not such a list."""
-    try:
-        overrides = yaml.safe_load(path.read_bytes()) if path.is_file() else []
-    except (OSError, yaml.YAMLError):
-        return []
-    return [str(o) for o in overrides] if isinstance(overrides, list) else []
 
 
 def _planned_epochs(folder: Path):

@@ -1,4 +1,6 @@
-"""The end of a sweep (`dwn-train -m ...`): the summary of its configurations (dwn_train/report.py:
+"""The start and end of a sweep (`dwn-train -m ...`). Before the first job: the checks of
+run/sweep.start (one live sweep per folder, no job folder another process owns, no run the sweep
+cannot continue). At the end: the summary of its configurations (dwn_train/report.py:
 summary.csv, summary.md, curves.png in the sweep folder, and a table), then one line naming the
 jobs that failed, and a non-zero exit status when any did. Registered as a Hydra callback in
 conf/hydra/default.yaml, so it runs in the launching process with every launcher (basic, joblib,
@@ -18,33 +20,53 @@ from hydra.experimental.callback import Callback
 
 from .errors import DWNError
 from .run import precheck, sweep
+from .run.command import config_flags, sets
+
+
+def _planned(config) -> list[list[str]] | None:
+    """Each job's overrides in job order, as Hydra's basic sweeper will make them (also under the
+    joblib and submitit launchers); None for another sweeper (Optuna's makes them up as it goes)."""
+    if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return None
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    try:
+        parsed = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
+        return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    except Exception:  # a sweep Hydra itself will refuse, with its own message
+        return None
 
 
 class SweepReport(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        if config.hydra.help.app_name == "dwn-train":
-            try:
-                sweep.check_not_held(sweep_dir, list(config.hydra.overrides.task))
-            except DWNError as exc:
-                print(f"dwn-train: error: {exc}", file=sys.stderr)
-                sys.exit(exc.exit_code)
+        sweep_dir, app = Path(config.hydra.sweep.dir), config.hydra.help.app_name
+        overrides = list(config.hydra.overrides.task)
+        words = config_flags(sys.argv[1:]) + [o for o in overrides if not sets(o, "trainer.resume")]
+        try:
+            sweep.start(sweep_dir, overrides, words, _planned(config), trains=app == "dwn-train")
+        except DWNError as exc:
+            print(f"{app}: error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
         precheck.mark_started()  # from here on an exit status is ours, not a composition error's
-        sweep.begin(sweep_dir)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         from .report import collect, report
 
         sweep_dir = Path(config.hydra.sweep.dir)
-        folders = sweep.members(sweep_dir)
+        sweep.end(sweep_dir)
+        refused = sweep.refusals(sweep_dir)  # jobs refused in folders holding runs they did not touch
+        folders = [p for p in sweep.members(sweep_dir) if p.name not in {name for name, _, _ in refused}]
         jobs = collect(folders)
         app = config.hydra.help.app_name  # dwn-train, dwn-eval or dwn-export
         if app == "dwn-train" and jobs:  # summary files and a table of the training runs
             _, failed = report(jobs, sweep_dir, f"sweep summary ({sweep_dir})")
         else:  # evaluations and exports have no training curves to pool
             failed = [job for job in jobs if job.failed is not None]
-        if not failed:
+        failures = [(job.folder.name, job.exit_code, job.failed) for job in failed] + refused
+        if not failures:
             return
-        details = "; ".join(f"job {job.folder.name}: {job.failed}" for job in failed)
-        print(f"{app}: {len(failed)} of {len(folders)} sweep jobs failed ({sweep_dir}): {details}", file=sys.stderr)
-        sys.exit(max(job.exit_code for job in failed))
+        details = "; ".join(f"job {name}: {error}" for name, _, error in failures)
+        print(f"{app}: {len(failures)} of {len(folders) + len(refused)} sweep jobs failed ({sweep_dir}): {details}", file=sys.stderr)
+        sys.exit(max(code for _, code, _ in failures))

@@ -31,7 +31,7 @@ from .regularizers import penalty
 from .run import resume
 from .run.command import Command
 from .run.folder import RunFolder
-from .run.interrupt import Progress, interrupted, stop_between_steps
+from .run.interrupt import Progress, by, exit_code, interrupted, stop_between_steps
 from .run.lock import begin, own
 from .scoring import evaluate
 from .validate import check_train, monitor_key
@@ -59,6 +59,10 @@ def train(cfg, run_dir: Path, command: Command = Command()) -> float:
 def _train(cfg, folder: RunFolder, ctx, command: Command) -> float:
     t = cfg.trainer
     resumed = resume.start(cfg, folder)  # None for a fresh run; what must be refused is, before data loads
+    if resumed is not None and resumed.finished:  # trainer.resume=auto met a finished run: nothing to do
+        if ctx.main:
+            console.log.info(resumed.done(folder))
+        return float(resumed.best) if resumed.best is not None else float("nan")
     torch.manual_seed(t.seed)
     data = prepare_data(cfg, ctx.device, encoder=resumed.encoder(cfg.encoding) if resumed else None,
                         expect=resumed.expect if resumed else None)
@@ -94,8 +98,8 @@ def _train(cfg, folder: RunFolder, ctx, command: Command) -> float:
                     log.append(row)  # before the checkpoint: a crash in between only redoes this epoch
                     checkpoints.save(row, progress)
             progress.stop_if_asked()  # Ctrl-C during the last evaluation or checkpoint
-    except KeyboardInterrupt:  # Ctrl-C anywhere in the loop: say where, and how to go on
-        raise Interrupted(interrupted(progress, folder, command)) from None
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, SIGUSR1 anywhere in the loop: say where, and how to go on
+        raise Interrupted(interrupted(progress, folder, command, by(exc)), exit_code(exc)) from None
     return _finish(cfg, folder, log, checkpoints, ctx)
 
 

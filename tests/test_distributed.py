@@ -50,8 +50,7 @@ def test_two_processes_train_well_write_once_and_resume(tmp_path):
     rows = metric_rows(run)
     assert [r["epoch"] for r in rows] == [1, 2, 3]  # rank 0 alone wrote, once per epoch
     assert rows[-1]["test_acc"] > 0.85, rows[-1]
-    assert sorted(p.name for p in run.iterdir()) == [".hydra", ".lock", "checkpoints", "metrics.csv", "metrics.jsonl",
-                                                      "train.log"]
+    assert sorted(p.name for p in run.iterdir()) == [".hydra", "checkpoints", "metrics.csv", "metrics.jsonl", "train.log"]
 
 
 def test_ddp_without_torchrun_is_a_clear_error(run_cli, tmp_path):

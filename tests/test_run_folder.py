@@ -1,6 +1,7 @@
 """The run folder (dwn_train/run/folder.py: its paths, the one holds_run rule, clear) and the lock a
 run holds on it (dwn_train/run/lock.py: one live run per folder, stale temporaries removed)."""
 
+import os
 import subprocess
 import sys
 
@@ -27,14 +28,15 @@ def test_a_folder_holds_a_run_when_it_has_a_checkpoint_or_a_metrics_row(tmp_path
 def test_clear_removes_every_record_of_a_run_and_nothing_else(tmp_path):
     folder = RunFolder(tmp_path)
     folder.checkpoints.mkdir()
-    kept = [folder.hydra / "config.yaml", folder.log("train"), folder.lock, folder.checkpoints / "notes.txt"]
+    kept = [folder.hydra / "config.yaml", folder.log("train"), folder.lock, folder.checkpoints / "notes.txt",
+            folder.checkpoints / "mine.pt"]  # a file of the user's, even one named like a checkpoint
     gone = [folder.last, folder.best, folder.metrics, folder.metrics_csv, folder.curves, folder.tensorboard / "events"]
     for path in kept + gone:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("x")
     folder.clear()
     assert all(path.exists() for path in kept) and not any(path.exists() for path in gone)
-    assert not folder.tensorboard.exists() and not folder.holds_run()
+    assert not folder.tensorboard.exists()
     folder.clear()  # nothing left to remove: no error
 
 
@@ -60,6 +62,17 @@ def test_a_killed_owner_leaves_no_lock(tmp_path):
     holder.wait()
     with own(RunFolder(tmp_path)):
         pass
+
+
+def test_a_finished_run_leaves_no_lock_and_a_held_folder_names_its_holder(tmp_path, run_cli):
+    from dwn_train.run.lock import holder
+
+    with own(RunFolder(tmp_path)):
+        assert holder(RunFolder(tmp_path)) == str(os.getpid())
+    assert not (tmp_path / ".lock").exists() and holder(RunFolder(tmp_path)) is None
+    run = tmp_path / "run"
+    clean(*run_cli("train", *TINY, "trainer.epochs=1", f"hydra.run.dir={run}"), 0, "dwn-train")
+    assert not (run / ".lock").exists() and (run / "checkpoints" / "last.pt").is_file()
 
 
 def test_owning_removes_stale_checkpoint_temporaries(tmp_path):

@@ -106,3 +106,47 @@ def test_the_one_quoter_writes_values_hydra_reads_back_as_they_were():
     assert override_value("/tmp/run_1") == "/tmp/run_1" and override_value("1e-3") == "'1e-3'"  # bare only when safe
     for value in (None, True, 3, 0.25, [24, 48], {"a": 1}):
         assert OverridesParser.create().parse_override(f"key={override_value(value)}").value() == value
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGUSR1])
+def test_a_scheduler_signal_stops_like_ctrl_c(tmp_path, signum):
+    """What `kill`, SLURM at a time limit (SIGTERM) or its early warning (--signal=USR1@N) sends,
+    to the one process: a stop at the next step with the Ctrl-C message, also in train.log."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen(["dwn-train", *SMALL, "trainer.threads=1", "trainer.batch_size=16", "trainer.epochs=1000",
+                             f"hydra.run.dir={run}"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoints" / "last.pt").is_file():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert proc.poll() is None, "the run ended before it could be stopped"
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=60)
+    name = signal.Signals(signum).name
+    assert proc.returncode == 128 + signum, err
+    assert "Traceback" not in out + err
+    saved = torch.load(run / "checkpoints" / "last.pt", weights_only=True)["epoch"]
+    said = f"interrupted by {name} at epoch"
+    assert said in err and f"the last checkpoint is epoch {saved}" in err
+    assert f"trainer.epochs=1000 trainer.resume=auto hydra.run.dir={run}`" in err
+    assert said in (run / "train.log").read_text()
+    assert not (run / ".lock").exists()
+
+
+def test_a_stop_signal_before_the_training_loop_is_a_clean_stop(run_cli, tmp_path, monkeypatch):
+    from dwn_train import prepare
+
+    def loading(*args, **kwargs):  # SIGTERM lands while the data loads
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)
+        pytest.fail("SIGTERM did not stop the run")
+
+    monkeypatch.setattr(training, "prepare_data", loading)
+    before = signal.getsignal(signal.SIGTERM)
+    try:
+        code, out, err = run_cli("train", *SMALL, f"hydra.run.dir={tmp_path}")
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert code == 143 and "interrupted by SIGTERM before the training loop" in err and "Traceback" not in out + err
+    assert prepare.prepare_data is not loading

@@ -1,6 +1,7 @@
 """Sweep membership and a training sweep into a folder that holds runs (dwn_train/run/sweep.py)."""
 
 import csv
+import json
 import os
 import time
 
@@ -42,7 +43,8 @@ def test_a_sweep_without_hydra_files_in_its_jobs_is_still_summarised(run_cli, tm
 
 
 def test_membership_is_the_sweeps_id_and_jobs_come_in_job_order(tmp_path):
-    sweep.begin(tmp_path)
+    sweep.start(tmp_path, [], [], None)
+    sweep.end(tmp_path)
     for name in ("10", "2", "extra"):
         (tmp_path / name / ".hydra").mkdir(parents=True)
         sweep.join(tmp_path, RunFolder(tmp_path / name), tmp_path)
@@ -61,10 +63,123 @@ def test_a_sweep_meets_held_runs_by_the_same_rule_as_a_fresh_run(tmp_path):
     (tmp_path / "0").mkdir()
     (tmp_path / "0" / "metrics.jsonl").write_text("")
     assert not RunFolder(tmp_path / "0").holds_run()
-    sweep.check_not_held(tmp_path, ["trainer.seed=1"])
+    sweep.check_jobs(tmp_path, ["trainer.seed=1"], None)
     (tmp_path / "1" / "checkpoints").mkdir(parents=True)
     (tmp_path / "1" / "checkpoints" / "best.pt").write_bytes(b"")
     assert RunFolder(tmp_path / "1").holds_run()
     with pytest.raises(DWNError, match=r"already holds runs \(job folders 1\); continue them with trainer.resume=auto"):
-        sweep.check_not_held(tmp_path, ["trainer.seed=1"])
-    sweep.check_not_held(tmp_path, ["trainer.seed=1", "trainer.resume=overwrite"])  # says what to do with them
+        sweep.check_jobs(tmp_path, ["trainer.seed=1"], None)
+    sweep.check_jobs(tmp_path, ["trainer.seed=1", "trainer.resume=overwrite"], None)  # says what to do with them
+
+
+# sweep jobs long enough to be stopped in the middle: three epochs of small batches
+SLOW_JOBS = [*ONE_EPOCH, "trainer.batch_size=16", "trainer.epochs=3"]
+
+
+def _wait_for(path, proc, seconds=180):
+    deadline = time.time() + seconds
+    while time.time() < deadline and not path.is_file():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    assert path.is_file(), f"{path} was never written"
+
+
+def _summary(sweep_dir):
+    with (sweep_dir / "summary.csv").open() as handle:
+        return [(row["n"], row["jobs"]) for row in csv.DictReader(handle)]
+
+
+def _kept(folder):
+    return {p: p.read_bytes() for p in (folder / "checkpoints" / "last.pt", folder / "metrics.jsonl")}
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_sweep_then_the_jobs_command_then_the_sweeps_keeps_every_finished_job(tmp_path):
+    import shlex
+    import signal
+    import subprocess
+
+    from helpers.runs import ENV
+
+    proc = subprocess.Popen(["dwn-train", "-m", *SLOW_JOBS, "trainer.seed=0,1,2", f"hydra.sweep.dir={tmp_path}"],
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    _wait_for(tmp_path / "1" / "checkpoints" / "last.pt", proc)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in out + err, err
+    job_cmd = shlex.split(err.split("resume this job with `")[1].split("`")[0])
+    sweep_cmd = shlex.split(err.split("resume the whole sweep (its finished jobs are kept) with `")[1].split("`")[0])
+    assert sweep_cmd[:2] == ["dwn-train", "-m"] and "trainer.seed=0,1,2" in sweep_cmd
+    assert sweep_cmd[-2:] == ["trainer.resume=auto", f"hydra.sweep.dir={tmp_path}"]
+    assert f"hydra.run.dir={tmp_path / '1'}" in job_cmd
+    finished = _kept(tmp_path / "0")
+    subprocess.run(job_cmd, env=ENV, check=True, capture_output=True)  # job 1 finishes on its own
+    second = _kept(tmp_path / "1")
+    done = subprocess.run(sweep_cmd, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "has already trained all 3 epochs" in done.stdout + done.stderr
+    assert _kept(tmp_path / "0") == finished and _kept(tmp_path / "1") == second  # kept, not trained again
+    assert not list(tmp_path.glob("*/failed.json"))
+    assert _summary(tmp_path) == [("3", " ".join(str(tmp_path / j) for j in "012"))]
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_as_a_whole_and_a_second_sweep_is_refused_while_it_runs(tmp_path):
+    import signal
+    import subprocess
+
+    from helpers.runs import ENV
+
+    command = ["dwn-train", "-m", *SLOW_JOBS, "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path}"]
+    proc = subprocess.Popen(command, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    _wait_for(tmp_path / "0" / "checkpoints" / "last.pt", proc)
+    # another sweep into the same folder, while the first runs: refused before any job
+    other = subprocess.run(["dwn-train", "-m", *ONE_EPOCH, "trainer.seed=5,6", "trainer.resume=overwrite",
+                            f"hydra.sweep.dir={tmp_path}"], env=ENV, capture_output=True, text=True)
+    assert other.returncode == 2 and f"the sweep folder {tmp_path} is in use by another running sweep" in other.stderr
+    assert "Traceback" not in other.stderr
+    _wait_for(tmp_path / "1" / "checkpoints" / "last.pt", proc)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    finished = _kept(tmp_path / "0")
+    done = subprocess.run([*command, "trainer.resume=auto"], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert _kept(tmp_path / "0") == finished
+    assert [row["epoch"] for row in map(json.loads, (tmp_path / "1" / "metrics.jsonl").read_text().splitlines())] \
+        == [1, 2, 3]
+    assert not list(tmp_path.glob("*/failed.json")) and not (tmp_path / ".lock").exists()
+    assert _summary(tmp_path) == [("2", f"{tmp_path / '0'} {tmp_path / '1'}")]
+
+
+def test_a_sweep_resumed_with_other_overrides_is_refused_whole_and_one_extended_keeps_its_jobs(run_cli, tmp_path):
+    assert run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path}")[0] == 0
+    kept = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    code, out, err = run_cli("train", "-m", *ONE_EPOCH, "model.layers.0.out_features=50", "trainer.seed=0,1",
+                             "trainer.resume=auto", f"hydra.sweep.dir={tmp_path}")
+    assert code == 2 and f"the sweep folder {tmp_path} holds other runs than this sweep's (job folders 0, 1" in err
+    assert "Traceback" not in out + err
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == kept
+    # the same sweep with one more seed: jobs 0 and 1 are kept, job 2 trains
+    code, out, err = run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=0,1,2", "trainer.resume=auto",
+                             f"hydra.sweep.dir={tmp_path}")
+    assert code == 0, err
+    assert all((tmp_path / "0" / name).read_bytes() == kept[tmp_path / "0" / name]
+               for name in ("metrics.jsonl", "checkpoints/last.pt"))
+    assert _summary(tmp_path) == [("3", " ".join(str(tmp_path / j) for j in "012"))]
+
+
+def test_a_job_refused_in_a_folder_holding_a_run_leaves_that_run_as_it_was(run_cli, tmp_path):
+    """Its failure is recorded in the sweep folder, not as failed.json beside the run it met."""
+    assert run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path}")[0] == 0
+    # the jobs' runs were trained with other settings than their records say (edited by hand, say)
+    for job in "01":
+        with (tmp_path / job / ".hydra" / "overrides.yaml").open("a") as handle:
+            handle.write("- optimizer.lr=0.5\n")
+    kept = {job: _kept(tmp_path / job) for job in "01"}
+    code, out, err = run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=0,1", "optimizer.lr=0.5",
+                             "trainer.resume=auto", f"hydra.sweep.dir={tmp_path}")
+    assert code == 2 and "2 of 2 sweep jobs failed" in err and "was trained with optimizer.lr=" in err, err
+    assert "Traceback" not in out + err
+    assert not list(tmp_path.glob("*/failed.json")) and {job: _kept(tmp_path / job) for job in "01"} == kept

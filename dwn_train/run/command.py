@@ -71,21 +71,25 @@ class Command:
     """How a run was launched, for the command that resumes it.
 
     words: its configuration flags and settings, less trainer.resume (a resume sets its own);
-    ranks: processes per node under torchrun (1: a plain dwn-train); nodes: how many nodes.
+    ranks: processes per node under torchrun (1: a plain dwn-train); nodes: how many nodes;
+    sweep: for a job of a sweep, (the sweep's words, its folder), for the command resuming it.
     """
 
     words: tuple = ()
     ranks: int = 1
     nodes: int = 1
+    sweep: tuple | None = None
 
     @classmethod
-    def launched(cls, argv: list[str], overrides: list[str], world: int = 1, local_world: int = 0) -> "Command":
+    def launched(cls, argv: list[str], overrides: list[str], world: int = 1, local_world: int = 0,
+                 sweep: tuple | None = None) -> "Command":
         """From what the entry point read: its argv (for the configuration flags), Hydra's task
-        overrides, and torchrun's WORLD_SIZE and LOCAL_WORLD_SIZE (0: not set)."""
+        overrides, torchrun's WORLD_SIZE and LOCAL_WORLD_SIZE (0: not set), and for a job of a
+        sweep (the words the sweep was started with, the sweep folder)."""
         kept = [o for o in overrides if not sets(o, "trainer.resume")]
         local = local_world or world
         nodes = world // local if world > local else 1
-        return cls(tuple(config_flags(argv) + kept), local, nodes)
+        return cls(tuple(config_flags(argv) + kept), local, nodes, sweep)
 
     def resume(self, how: str, run_dir: Path) -> str:
         """The shell command that continues the run in `run_dir` (how: trainer.resume=...)."""
@@ -96,3 +100,12 @@ class Command:
                         f"--nproc_per_node={self.ranks}", "-m", "dwn_train.cli"]
         words = (*self.words, how, f"hydra.run.dir={override_value(run_dir)}")
         return " ".join(launcher + [shlex.quote(w) for w in words])
+
+    def resume_sweep(self) -> str | None:
+        """The shell command that resumes the whole sweep this job belongs to (its finished jobs
+        are kept, the others continue or start), or None outside a sweep."""
+        if self.sweep is None:
+            return None
+        words, sweep_dir = self.sweep
+        words = ("-m", *words, "trainer.resume=auto", f"hydra.sweep.dir={override_value(sweep_dir)}")
+        return " ".join(["dwn-train"] + [shlex.quote(w) for w in words])

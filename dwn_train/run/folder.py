@@ -7,7 +7,7 @@
     tensorboard/             TensorBoard events (logger=tensorboard)
     checkpoints/last.pt      the end of the latest epoch (what trainer.resume=auto continues)
     checkpoints/best.pt      the best epoch by trainer.checkpoint.monitor
-    .lock                    held by the live run (run/lock.py), holding its pid
+    .lock                    held by the live run (run/lock.py), holding its pid; removed when it ends
     failed.json              a sweep job that failed: its exit code and error (dwn_train/report.py reads it)
     .sweep_id                the id of the sweep the job belongs to (run/sweep.py)
 
@@ -51,6 +51,18 @@ class RunFolder:
     def log(self, job: str) -> Path:
         """The job's log file (Hydra's file handler writes it; job: hydra.job.name)."""
         return self.path / f"{job}.log"
+
+    def overrides(self) -> list[str]:
+        """Hydra's record of the command-line overrides the folder's job ran with (.hydra/overrides.yaml,
+        a YAML list of strings); none when there is no such file or it is not such a list."""
+        import yaml
+
+        path = self.hydra / "overrides.yaml"
+        try:
+            found = yaml.safe_load(path.read_bytes()) if path.is_file() else []
+        except (OSError, yaml.YAMLError):
+            return []
+        return [str(o) for o in found] if isinstance(found, list) else []
 
     def checkpoint_files(self) -> list[Path]:
         return sorted(self.checkpoints.glob("*.pt")) if self.checkpoints.is_dir() else []
@@ -101,7 +113,8 @@ class RunFolder:
     def clear(self) -> None:
         """Remove what an earlier run recorded (trainer.resume=overwrite: a fresh run in a folder
         that held one): its checkpoints, metrics, curves and TensorBoard events, so nothing of it
-        can be resumed or read as the new run's. Hydra's record and the logs are the new run's."""
-        for path in (*self.checkpoint_files(), self.metrics, self.metrics_csv, self.curves):
+        can be resumed or read as the new run's. Only the files dwn-train writes, by name: a file of
+        the user's in checkpoints/ stays. Hydra's record and the logs are the new run's."""
+        for path in (self.last, self.best, self.metrics, self.metrics_csv, self.curves):
             path.unlink(missing_ok=True)
         shutil.rmtree(self.tensorboard, ignore_errors=True)

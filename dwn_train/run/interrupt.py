@@ -1,10 +1,15 @@
-"""Ctrl-C during training: stop at the next step boundary, then say where the run stopped and the
-command that resumes it.
+"""Stopping a run from outside: Ctrl-C (SIGINT), SIGTERM (what `kill`, SLURM at a time limit or a
+preemption, and most schedulers send) and SIGUSR1 (the early warning a scheduler can be asked
+for, e.g. SLURM's --signal=USR1@120) all stop at the next step boundary, then say where the run
+stopped and the command that resumes it (and, in a sweep, the command that resumes the sweep).
 
 A KeyboardInterrupt raised at an arbitrary point can land in a finaliser, where Python prints and
-ignores it, and the run would go on; so the first Ctrl-C only sets `Progress.stop`, and the loop's
-safe points (after a step, after the last epoch) call `Progress.stop_if_asked()`, which raises it
-there. A second Ctrl-C interrupts at once.
+ignores it, and the run would go on; so inside the training loop the first signal only sets
+`Progress.stop`, and the loop's safe points (after a step, after the last epoch) call
+`Progress.stop_if_asked()`, which raises `Stopped` there. A second signal stops at once. Outside
+the loop (`stop_anywhere`: loading data, building the model) SIGTERM and SIGUSR1 raise `Stopped`
+where they land, as Ctrl-C raises KeyboardInterrupt. The exit status is 128 + the signal's number
+(130 for Ctrl-C, 143 for SIGTERM, 138 for SIGUSR1), as a shell reports a process the signal ended.
 """
 
 from __future__ import annotations
@@ -18,47 +23,95 @@ from pathlib import Path
 from .command import Command, override_value
 from .folder import RunFolder
 
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop asked for by a signal (signum), raised at a safe point or where it landed."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def exit_code(exc: KeyboardInterrupt) -> int:
+    """128 + the number of the signal that stopped the run (Ctrl-C: 130)."""
+    return 128 + getattr(exc, "signum", signal.SIGINT)
+
+
+def by(exc: KeyboardInterrupt) -> str:
+    """' by SIGTERM' for a stop other than Ctrl-C, for the message."""
+    signum = getattr(exc, "signum", signal.SIGINT)
+    return "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+
 
 @dataclass
 class Progress:
     """Where the loop is (epoch, global step) and the checkpoint on disk that a resume would start
-    from (saved: (its epoch, its path), None before the first)."""
+    from (saved: (its epoch, its path), None before the first); stop: the signal that asked the
+    loop to stop (0: none)."""
     epoch: int
     step: int
     saved: tuple | None = None
-    stop: bool = False
+    stop: int = 0
 
     def stop_if_asked(self) -> None:
         if self.stop:
-            raise KeyboardInterrupt
+            raise Stopped(self.stop)
+
+
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def stop_anywhere() -> None:
+    """From now on SIGTERM and SIGUSR1 raise Stopped where they land, as Ctrl-C raises
+    KeyboardInterrupt (called once by the console scripts, before a job starts)."""
+    if not _main_thread():
+        return
+
+    def handler(signum, frame):
+        raise Stopped(signum)
+
+    for signum in SIGNALS[1:]:
+        signal.signal(signum, handler)
 
 
 @contextmanager
 def stop_between_steps(progress: Progress):
-    """For the block, the first Ctrl-C sets progress.stop; the previous handler comes back after."""
-    if threading.current_thread() is not threading.main_thread():
+    """For the block, the first of SIGNALS sets progress.stop (a second one stops at once: Ctrl-C
+    raises KeyboardInterrupt, SIGTERM and SIGUSR1 end the process); the previous handlers come
+    back after."""
+    if not _main_thread():
         yield
         return
 
     def first(signum, frame):
-        progress.stop = True
+        progress.stop = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        for other in SIGNALS[1:]:
+            signal.signal(other, signal.SIG_DFL)
 
-    previous = signal.signal(signal.SIGINT, first)
+    previous = {signum: signal.signal(signum, first) for signum in SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
-def interrupted(progress: Progress, folder: RunFolder, command: Command = Command()) -> str:
-    """The Ctrl-C message: where the run stopped and the command that resumes it."""
+def interrupted(progress: Progress, folder: RunFolder, command: Command = Command(), how: str = "") -> str:
+    """The message of a stopped run (how: ' by SIGTERM', '' for Ctrl-C): where it stopped and the
+    command that resumes it."""
+    sweep = command.resume_sweep()
+    whole = f"; resume the whole sweep (its finished jobs are kept) with `{sweep}`" if sweep else ""
     if progress.saved is None:
-        return (f"interrupted at epoch {progress.epoch}, step {progress.step}, before any checkpoint was written; "
-                "start the run again.")
+        return (f"interrupted{how} at epoch {progress.epoch}, step {progress.step}, before any checkpoint was "
+                f"written; start the run again{whole}.")
     saved_epoch, path = progress.saved
-    how = "trainer.resume=auto" if Path(path) == folder.last else f"trainer.resume={override_value(path)}"
+    resume = "trainer.resume=auto" if Path(path) == folder.last else f"trainer.resume={override_value(path)}"
     where = f" on each of the {command.nodes} nodes, with the rendezvous flags it was started with" \
         if command.nodes > 1 else ""
-    return (f"interrupted at epoch {progress.epoch}, step {progress.step}; the last checkpoint is epoch {saved_epoch} "
-            f"({path}); resume with `{command.resume(how, folder.path)}`{where}.")
+    job = " this job" if sweep else ""
+    return (f"interrupted{how} at epoch {progress.epoch}, step {progress.step}; the last checkpoint is epoch "
+            f"{saved_epoch} ({path}); resume{job} with `{command.resume(resume, folder.path)}`{where}{whole}.")

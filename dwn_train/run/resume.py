@@ -3,7 +3,9 @@
     trainer.resume=null       a fresh run; refused where the folder holds a run (RunFolder.holds_run)
     trainer.resume=overwrite  a fresh run on purpose: the trainer clears the old run's records first
     trainer.resume=auto       continue checkpoints/last.pt; without one, a fresh run, refused where
-                              other checkpoints are (a run killed before its first one starts again)
+                              other checkpoints are (a run killed before its first one starts again);
+                              a run whose last.pt has trained all trainer.epochs is finished: kept
+                              as it is, nothing trained or written (a sweep resumed as a whole)
     trainer.resume=PATH       continue that checkpoint (into this run's folder)
 
 A resume continues the run it was: its checkpoint must hold optimizer and rng state, every setting
@@ -37,7 +39,7 @@ def start(cfg, folder: RunFolder) -> "Resume | None":
     if resume == "auto" and not folder.last.is_file():
         check_fresh(folder, resume)
         return None
-    return Resume(cfg, folder.last if resume == "auto" else Path(resume))
+    return Resume(cfg, folder.last if resume == "auto" else Path(resume), finished_ok=resume == "auto")
 
 
 def check_fresh(folder: RunFolder, resume) -> None:
@@ -66,7 +68,7 @@ def check_fresh(folder: RunFolder, resume) -> None:
 class Resume:
     """A checkpoint this run continues: read, and checked against today's config."""
 
-    def __init__(self, cfg, path: Path):
+    def __init__(self, cfg, path: Path, finished_ok: bool = False):
         self.path, self.where = Path(path), f"checkpoint {str(path)!r}"
         self.payload = state = load_checkpoint(path)
         lacking = [key for key in ("optimizer", "rng") if not isinstance(state.get(key), dict)]
@@ -74,10 +76,18 @@ class Resume:
             raise DWNError(f"{self.where} cannot be resumed: it has no {' or '.join(lacking)} state; evaluate or "
                            "export it, or start a fresh run.")
         check_resumable(cfg, state, path)
-        if state["epoch"] >= cfg.trainer.epochs:
+        # a finished run met by trainer.resume=auto is kept; asked to continue one, nothing is left
+        self.finished = finished_ok and state["epoch"] == cfg.trainer.epochs
+        if state["epoch"] >= cfg.trainer.epochs and not self.finished:
             raise DWNError(f"{self.where} has already trained {state['epoch']} epochs and trainer.epochs="
                            f"{cfg.trainer.epochs}: nothing is left to train; raise trainer.epochs to continue.")
         self.epoch, self.step, self.best = state["epoch"], state["step"], state["best_metric"]
+
+    def done(self, folder: RunFolder) -> str:
+        """What a finished run met by trainer.resume=auto says (it is kept as it is)."""
+        best = f", best {self.payload.get('monitor')} {self.best:.4f}" if isinstance(self.best, float) else ""
+        return (f"the run in {folder.path} has already trained all {self.epoch} epochs ({self.path.name}{best}): "
+                "kept as it is; raise trainer.epochs to train it further.")
 
     def encoder(self, encoding_cfg):
         """The fitted thermometer the run was trained with."""

@@ -1,21 +1,37 @@
-"""Which job folders belong to a sweep, and a training sweep into a folder that holds runs.
+"""A sweep (`dwn-train -m ...`) as a whole: the checks before its first job, the folder it holds
+while it runs, which job folders belong to it, and the command that resumes it.
 
-The STARTED marker written into the sweep folder when a sweep begins holds a random id, which
-every job copies into its own folder (RunFolder.sweep_id) as it starts; a job folder belongs to
-this sweep when the two match. No clocks are compared, so a cluster file system's skew or coarse
-timestamps cannot misjudge. (A sweep folder reused by another sweep keeps that one's jobs too.)
+    start(sweep_dir, ...)   before any job: hold the sweep folder (one live sweep per folder),
+                            refuse a job folder another live process owns, and refuse a sweep that
+                            would meet runs it cannot continue (without trainer.resume: any run;
+                            with trainer.resume=auto: a job folder holding another configuration's
+                            run); then mark the sweep's start
+    end()                   give the sweep folder up (the sweep's summary is written)
+    join(...), members(...) which job folders are this sweep's
+    marker(sweep_dir)       the words of the command that started the sweep (for its resume command)
+
+The STARTED marker written into the sweep folder when a sweep begins holds a random id and the
+sweep's command words; every job copies the id into its own folder (RunFolder.sweep_id) as it
+starts, and a job folder belongs to the sweep when the two match. No clocks are compared, so a
+cluster file system's skew or coarse timestamps cannot misjudge. A sweep resumed with
+trainer.resume=auto is a new start: its jobs, finished ones included (run/resume.py keeps them),
+join it again, so its summary has them all.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from pathlib import Path
 
 from ..errors import DWNError
 from .command import sets
 from .folder import ANOTHER_FOLDER, RunFolder
+from .lock import hold, holder, release
 
 STARTED = ".sweep_started"
+REFUSED = ".sweep_refused.jsonl"  # jobs refused in a folder holding a run (refuse)
+_held: dict = {}  # sweep folder -> the open handle of its .lock (the launching process holds it)
 
 
 def job_order(path: Path):
@@ -23,24 +39,102 @@ def job_order(path: Path):
     return (0, int(path.name), "") if path.name.isdigit() else (1, 0, path.name)
 
 
-def begin(sweep_dir: Path) -> None:
-    """Mark the start of a sweep in `sweep_dir` with a new id (called once, before any job)."""
+def start(sweep_dir: Path, overrides: list[str], words: list[str], planned: list[list[str]] | None,
+          trains: bool = True) -> None:
+    """Everything a sweep checks and marks before its first job (see the module doc). overrides:
+    the sweep's task overrides; words: what its resume command repeats (configuration flags and
+    overrides, less trainer.resume); planned: each job's overrides in job order (None: the sweeper
+    decides them as it goes); trains: a training sweep (dwn-eval's and dwn-export's jobs meet no
+    runs). Raises a DWNError, leaving the folder as it was."""
+    made = not sweep_dir.exists()
+    end(sweep_dir)  # this process's earlier sweep into the folder, if one ended without its summary
     try:
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        (sweep_dir / STARTED).write_text(uuid.uuid4().hex + "\n")
     except OSError:
-        pass  # the launcher will say why the folder cannot be made
+        return  # the launcher says why the folder cannot be made
+    try:
+        _held[sweep_dir.resolve()] = hold(sweep_dir / ".lock", (
+            f"the sweep folder {sweep_dir} is in use by another running sweep (pid {{pid}}); wait for it to finish "
+            f"or choose another folder ({ANOTHER_FOLDER})."), f"the sweep folder {sweep_dir}")
+        check_jobs(sweep_dir, overrides, planned, trains)
+    except DWNError:
+        end(sweep_dir)
+        if made:
+            _remove_if_empty(sweep_dir)
+        raise
+    _write(sweep_dir / STARTED, json.dumps({"id": uuid.uuid4().hex, "words": list(words)}) + "\n")
+
+
+def end(sweep_dir: Path) -> None:
+    handle = _held.pop(sweep_dir.resolve(), None)
+    if handle is not None:
+        release(handle)
+
+
+def check_jobs(sweep_dir: Path, overrides: list[str], planned: list[list[str]] | None, trains: bool = True) -> None:
+    """Refuse the sweep as a whole when a job folder is owned by a live process, or holds a run
+    the sweep would be refused at (none may be met without trainer.resume; with
+    trainer.resume=auto a job folder must hold the run of the job that meets it)."""
+    jobs = [RunFolder(p) for p in sorted(sweep_dir.iterdir(), key=job_order) if p.is_dir()]
+    for job in jobs:
+        pid = holder(job)
+        if pid is not None:
+            raise DWNError(f"the sweep folder's job folder {job.path} is in use by a running dwn-train (pid {pid}); "
+                           f"wait for it to finish, then start the sweep again, or choose another folder "
+                           f"({ANOTHER_FOLDER}).")
+    resume = [o.split("=", 1)[1] for o in overrides if sets(o, "trainer.resume")]
+    held = [job for job in jobs if trains and job.holds_run()]
+    if not held or (resume and resume[-1] == "overwrite"):
+        return
+    names = lambda found: ", ".join(job.path.name for job in found[:5]) + (" ..." if len(found) > 5 else "")
+    if not resume:
+        raise DWNError(f"the sweep folder {sweep_dir} already holds runs (job folders {names(held)}); continue them "
+                       "with trainer.resume=auto, start afresh with trainer.resume=overwrite, or choose another "
+                       f"folder ({ANOTHER_FOLDER}).")
+    if resume[-1] != "auto" or planned is None:
+        return  # trainer.resume=PATH (one checkpoint for every job), or jobs the sweeper makes up as it goes
+    other = [job for job in held if job.path.name.isdigit() and int(job.path.name) < len(planned)
+             and _settings(job.overrides()) != _settings(planned[int(job.path.name)])]
+    if other:
+        first = other[0]
+        raise DWNError(f"the sweep folder {sweep_dir} holds other runs than this sweep's (job folders {names(other)}: "
+                       f"job {first.path.name} ran `{' '.join(_settings(first.overrides()))}`, this sweep's job "
+                       f"{first.path.name} is `{' '.join(_settings(planned[int(first.path.name)]))}`); resume a sweep "
+                       f"with the overrides it was started with, start afresh with trainer.resume=overwrite, or "
+                       f"choose another folder ({ANOTHER_FOLDER}).")
 
 
 def join(sweep_dir: Path, job: RunFolder, cwd: Path) -> None:
     """Mark `job` as a job of the sweep now running in `sweep_dir` (called as each job starts; a
     relative sweep_dir is as the launching process named it, from its working directory `cwd`)."""
-    sweep_id = _read(cwd / sweep_dir / STARTED)
+    sweep_id = _marker(cwd / sweep_dir).get("id")
     if sweep_id:
+        _write(job.sweep_id, sweep_id + "\n")  # an unwritable job folder fails the job itself, which says why
+
+
+def refuse(sweep_dir: Path, job: RunFolder, exit_code: int, error: str) -> None:
+    """Record the failure of a job that was refused in a folder holding a run it must not touch
+    (failed.json there would hide that run from every summary): in the sweep folder instead."""
+    record = {"id": _marker(sweep_dir).get("id"), "job": job.path.name, "exit_code": exit_code, "error": error}
+    try:
+        with (sweep_dir / REFUSED).open("a") as handle:
+            handle.write(json.dumps(record) + "\n")
+    except OSError:
+        pass  # an unwritable sweep folder: the job's sentence is on stderr and in its log
+
+
+def refusals(sweep_dir: Path) -> list[tuple[str, int, str]]:
+    """(job folder name, exit status, error) of the jobs of the sweep that last started in
+    `sweep_dir` that were refused in a folder holding a run (see refuse)."""
+    sweep_id, found = _marker(sweep_dir).get("id"), []
+    for line in _read(sweep_dir / REFUSED).splitlines():
         try:
-            job.sweep_id.write_text(sweep_id + "\n")
-        except OSError:
-            pass  # an unwritable job folder fails the job itself, which says why
+            record = json.loads(line)
+            if record["id"] == sweep_id:
+                found.append((str(record["job"]), int(record["exit_code"]), str(record["error"])))
+        except (ValueError, KeyError, TypeError):
+            continue
+    return found
 
 
 def members(sweep_dir: Path) -> list[Path]:
@@ -48,22 +142,30 @@ def members(sweep_dir: Path) -> list[Path]:
     sweep id (the marker could not be written or read) every job folder."""
     if not sweep_dir.is_dir():
         return []
-    sweep_id = _read(sweep_dir / STARTED)
+    sweep_id = _marker(sweep_dir).get("id")
     jobs = (RunFolder(p) for p in sorted(sweep_dir.iterdir(), key=job_order))
     return [job.path for job in jobs if job.is_job() and (not sweep_id or _read(job.sweep_id) == sweep_id)]
 
 
-def check_not_held(sweep_dir: Path, overrides: list) -> None:
-    """A training sweep into a folder whose job folders hold runs would have each job refused one
-    by one (run/resume.py), after Hydra had rewritten its .hydra record: refuse the sweep at once,
-    unless it says what to do with them (trainer.resume=auto or overwrite)."""
-    if any(sets(o, "trainer.resume") for o in overrides) or not sweep_dir.is_dir():
-        return
-    held = [p.name for p in sorted(sweep_dir.iterdir(), key=job_order) if p.is_dir() and RunFolder(p).holds_run()]
-    if held:
-        raise DWNError(f"the sweep folder {sweep_dir} already holds runs (job folders {', '.join(held[:5])}"
-                       f"{' ...' if len(held) > 5 else ''}); continue them with trainer.resume=auto, start afresh "
-                       f"with trainer.resume=overwrite, or choose another folder ({ANOTHER_FOLDER}).")
+def marker(sweep_dir: Path) -> list[str] | None:
+    """The words the sweep started in `sweep_dir` was launched with (for the command that resumes
+    it), or None when the marker does not say."""
+    words = _marker(sweep_dir).get("words")
+    return [str(w) for w in words] if isinstance(words, list) else None
+
+
+def _settings(overrides: list[str]) -> list[str]:
+    return sorted(o for o in overrides if not sets(o, "trainer.resume"))
+
+
+def _marker(sweep_dir: Path) -> dict:
+    """The sweep marker: JSON {id, words}; a marker of an older version holds the id alone."""
+    text = _read(sweep_dir / STARTED)
+    try:
+        found = json.loads(text)
+    except ValueError:
+        return {"id": text} if text else {}
+    return found if isinstance(found, dict) else {"id": text}
 
 
 def _read(path: Path) -> str:
@@ -71,3 +173,17 @@ def _read(path: Path) -> str:
         return path.read_text().strip()
     except OSError:
         return ""
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError:
+        pass  # the folder cannot be written: the launcher or the job says why
+
+
+def _remove_if_empty(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
