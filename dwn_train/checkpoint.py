@@ -3,7 +3,7 @@
 Payload keys (built by `make_payload`): format, version, model (state_dict), encoder (state_dict:
 the thresholds), optimizer, scheduler, rng (torch CPU and CUDA states), epoch, step, best_metric,
 monitor, config (the resolved config as plain data), data (num_classes, feature_shape,
-in_features).
+in_features, class_names, and the fingerprint of the data: dwn_train/prepare.py `fingerprint`).
 
 `restore(path)` is the one way back from a file to (config, encoder, model): dwn-eval, dwn-export
 and the benchmarks use it. Resuming a run (dwn_train/run/resume.py) reads the same way
@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .data import IMAGE_KINDS
+from .data import IMAGE_KINDS, LOADERS
 from .errors import DWNError, RunError, is_int, os_reason
 
 FORMAT = "dwn-train-checkpoint"
@@ -108,6 +108,11 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     damage = _damage(payload)
     if damage:
         raise DWNError(f"checkpoint {str(path)!r} is damaged or incomplete: {damage}.")
+    kind = payload["config"]["dataset"].get("kind")
+    if kind is not None and (not isinstance(kind, str) or kind not in LOADERS):  # every reader looks its loader up
+        raise DWNError(f"checkpoint {str(path)!r} was trained on dataset.kind={kind!r}, which this dwn-train does not "
+                       f"know (it knows {', '.join(sorted(LOADERS))}): the checkpoint is damaged or from a newer "
+                       "dwn-train.")
     return payload
 
 

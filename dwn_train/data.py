@@ -7,6 +7,7 @@ Every loader returns a `Splits` of float32 features (samples, *feature_shape) an
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +36,8 @@ class Splits:
 def load_dataset(cfg) -> Splits:
     """Load the data set that `cfg` (the `dataset` config group, checked by dwn_train/validate.py)
     names, and check what came."""
+    if cfg.kind not in LOADERS:  # validate.py says so first for a command; a library caller hears it here
+        raise DWNError(f"dataset.kind must be one of {', '.join(sorted(LOADERS))}; got {cfg.kind!r}.")
     splits = LOADERS[cfg.kind](cfg)
     for name, x in (("training", splits.x_train), ("test", splits.x_test)):
         if len(x) == 0:
@@ -166,12 +169,54 @@ def _read_csv(path_value, target: str, what: str):
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
+def _label_key(text: str):
+    """What a CSV label means: its value where it reads as a finite number (so `2`, `2.0` and ` 2 `
+    are one class), else its text as written (`cat` and ` cat` stay two)."""
+    try:
+        value = float(text) if "_" not in text else None  # float() would read 1_0 as 10
+    except ValueError:
+        value = None
+    return value if value is not None and math.isfinite(value) else text
+
+
+def _spellings(labels: np.ndarray) -> dict:
+    """label key -> the first spelling of it in `labels`: the name of its class."""
+    first = {}
+    for text in dict.fromkeys(labels.tolist()):  # the distinct labels, in file order
+        first.setdefault(_label_key(text), text)
+    return first
+
+
+def _respelled(labels: np.ndarray, first: dict) -> np.ndarray:
+    """`labels` with every spelling of a class replaced by its name (first[key])."""
+    name = {text: first[_label_key(text)] for text in set(labels.tolist())}
+    return np.asarray([name[text] for text in labels.tolist()])
+
+
+def _unseen_labels(labels: np.ndarray, first: dict, path) -> None:
+    """Refuse test labels that the training file never has: the model has no class for them."""
+    unseen = [text for text in dict.fromkeys(labels.tolist()) if _label_key(text) not in first]
+    if unseen:
+        shown = ", ".join(map(repr, unseen[:5])) + (f" and {len(unseen) - 5} more" if len(unseen) > 5 else "")
+        raise DWNError(f"dataset.test_path={str(path)!r} has the label(s) {shown}, which the training file "
+                       "(dataset.path) never has: a model scores only the classes it was trained on, so drop those "
+                       "rows or add examples of them to the training file.")
+
+
 def _csv(cfg) -> Splits:
     """dataset=csv: the file in dataset.path, split by test_fraction, or with dataset.test_path as the
-    test split; that file's columns are matched to the training file's by name, in any order."""
+    test split; that file's columns are matched to the training file's by name, in any order.
+
+    Labels are matched by value (_label_key): every spelling of a class is read as its first
+    spelling in dataset.path, which names it; class indices follow the sorted names, as they
+    always have (so checkpoints keep their class order)."""
     x, y, names = _read_csv(cfg.path, cfg.target, "dataset.path")
+    classes = _spellings(y)
+    y = _respelled(y, classes)
     if cfg.test_path:
         x_test, y_test, test_names = _read_csv(cfg.test_path, cfg.target, "dataset.test_path")
+        _unseen_labels(y_test, classes, cfg.test_path)
+        y_test = _respelled(y_test, classes)
         missing, extra = [n for n in names if n not in test_names], [n for n in test_names if n not in names]
         if missing or extra:
             raise DWNError(f"dataset.test_path's feature columns are not dataset.path's: missing "

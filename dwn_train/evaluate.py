@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -40,13 +41,19 @@ def _packed_predictions(net, data, split: str, threads: int) -> torch.Tensor:
     return torch.from_numpy(classes)
 
 
+def _note(sentence: str) -> None:
+    """What dwn-eval noticed and scores anyway, as one line on stderr (where its errors go)."""
+    print(f"dwn-eval: note: {sentence}; scoring it as it is.", file=sys.stderr)
+
+
 def run_eval(cfg, run_dir: Path) -> float:
     check_eval(cfg)
     device = resolve_device(cfg.device)
     restored = restore(cfg.checkpoint, data_overrides(cfg))
     train_cfg, payload = restored.config, restored.payload
     data = prepare_data(train_cfg, device, encoder=restored.encoder,
-                        expect=(restored.data, f"checkpoint {str(cfg.checkpoint)!r}"), only=(cfg.split,))
+                        expect=(restored.data, f"checkpoint {str(cfg.checkpoint)!r}"), only=(cfg.split,),
+                        on_other_data=_note)  # scoring other data may be deliberate: say so, and score it
     if cfg.split not in data.splits:
         raise DWNError(f"split={cfg.split} is not available: the run had trainer.val_fraction=0 (no validation split).")
     model = restored.model  # on the CPU: frozen there, moved to the device to score

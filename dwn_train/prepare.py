@@ -5,13 +5,14 @@ device as uint8 bits.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from .data import load_dataset
-from .errors import DWNError
+from .errors import DWNError, is_int
 from .model import build_encoder, input_width
 from .resources import check_memory
 
@@ -28,11 +29,13 @@ class Prepared:
     raw: dict
     class_names: list
     train_images: torch.Tensor | None = None  # augmentation: the training images (S, H, W[, C]) uint8 on the device
+    fingerprint: dict | None = None  # what identifies the data (see `fingerprint`); None where only some splits were prepared
 
     def describe(self) -> dict:
         """What a checkpoint records about the data (its `data` entry)."""
         return {"num_classes": self.num_classes, "feature_shape": list(self.feature_shape),
-                "in_features": self.in_features, "class_names": list(self.class_names)}
+                "in_features": self.in_features, "class_names": list(self.class_names),
+                **({"fingerprint": self.fingerprint} if self.fingerprint is not None else {})}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,28 +57,98 @@ def encode(encoder, x: torch.Tensor, device, chunk: int = 8192) -> torch.Tensor:
     return out.to(device)
 
 
-def _check_same_data(data, stored: dict, where: str) -> None:
+def _sha256(x: torch.Tensor, y: torch.Tensor) -> str:
+    """Hex sha256 of features (S, *F) and labels (S,): their shape, then their bytes as loaded."""
+    digest = hashlib.sha256(repr((tuple(x.shape), str(x.dtype), str(y.dtype))).encode())
+    for tensor in (x, y):
+        digest.update(tensor.detach().cpu().contiguous().numpy())  # no copy: hashlib reads the buffer
+    return digest.hexdigest()
+
+
+def fingerprint(data, num_val: int, parts=("train", "test")) -> dict:
+    """What identifies the data a run was trained on (a checkpoint's data["fingerprint"]): rows per
+    split, the class labels, and a sha256 of each part in `parts` as the loader returned it.
+
+    "train_sha256" is the training split before validation is split off (x_train, y_train of the
+    loader): the validation rows are a seeded draw from it (trainer.val_fraction, trainer.seed,
+    which a resume checks as settings), so one hash covers both, the same whatever val_fraction is,
+    and is computed before anything is split or encoded. "test_sha256" is the test split. Hashing
+    reads each tensor's bytes once (MNIST's 188 MB of float32 features: a fraction of a second)."""
+    found = {"rows": {"train": len(data.x_train) - num_val, "val": num_val, "test": len(data.x_test)},
+             "labels": list(data.class_names)}
+    for part in parts:
+        found[f"{part}_sha256"] = _sha256(*((data.x_train, data.y_train) if part == "train" else
+                                             (data.x_test, data.y_test)))
+    return found
+
+
+def _differences(recorded: dict, found: dict, parts) -> list[str]:
+    """What differs between a recorded fingerprint and the data's, in the splits `parts`, as phrases;
+    entries the record lacks are not compared (it may come from an older dwn-train)."""
+    rows_then, rows_now = recorded.get("rows"), found["rows"]
+    said = []
+    for part in parts:
+        keys = ("train", "val") if part == "train" else ("test",)
+        name = "the training split (validation included)" if part == "train" else "the test split"
+        now = sum(rows_now[k] for k in keys)
+        then = sum(rows_then[k] for k in keys) if isinstance(rows_then, dict) and all(
+            is_int(rows_then.get(k)) for k in keys) else None
+        if then is not None and then != now:
+            said.append(f"{name} has {now} rows where it had {then}")
+        elif recorded.get(f"{part}_sha256") not in (None, found[f"{part}_sha256"]):
+            said.append(f"{name} holds other values in its {now} rows")
+    return said
+
+
+def _check_same_data(data, expect: tuple, num_val: int, only, found: dict | None, on_other_data) -> None:
+    """Refuse data that does not fit the checkpoint (`expect` = its data entry, its name): another
+    feature shape, number of classes or class labels. Other rows or values in the splits used
+    (all; dwn-eval: the one it scores) are refused too, unless `on_other_data` takes the sentence
+    (without its full stop).
+    `found`: the data's whole fingerprint, if computed already."""
+    stored, where = expect
     have = (list(data.feature_shape), data.num_classes)
     want = (list(stored["feature_shape"]), int(stored["num_classes"]))
     if have != want:
         raise DWNError(f"{where} was trained on data with feature shape {tuple(want[0])} and {want[1]} classes, but "
                        f"dataset {data.name!r} has feature shape {tuple(have[0])} and {have[1]} classes: point the "
                        "dataset options at the data it was trained on.")
+    recorded = stored.get("fingerprint")
+    if not isinstance(recorded, dict):  # written before fingerprints: nothing more to compare
+        return
+    parts = ("train", "test") if only is None else tuple(dict.fromkeys(
+        "test" if name == "test" else "train" for name in only))  # val is drawn from the training split
+    found = found or fingerprint(data, num_val, parts)
+    other = f"{where} comes from a run on other data than dataset {data.name!r} holds now"
+    fix = "point the dataset options at the data it was trained on" + (", or start a new run" if only is None else "")
+    labels = recorded.get("labels")
+    if isinstance(labels, list) and labels != found["labels"]:
+        shown = lambda names: ", ".join(map(repr, names[:12])) + (", ..." if len(names) > 12 else "")
+        raise DWNError(f"{other}: its class labels are {shown(found['labels'])} where they were {shown(labels)}; "
+                       f"{fix}.")
+    said = _differences(recorded, found, parts)
+    if said and on_other_data is None:
+        raise DWNError(f"{other}: {' and '.join(said)}; {fix}.")
+    if said:
+        on_other_data(f"{other}: {' and '.join(said)}")
 
 
-def prepare_data(cfg, device, encoder=None, expect=None, only=None) -> Prepared:
+def prepare_data(cfg, device, encoder=None, expect=None, only=None, on_other_data=None) -> Prepared:
     """Load, split off validation (trainer.val_fraction, seeded by trainer.seed), fit a new encoder
     on train only unless a fitted `encoder` is given, and encode every split (or the names in
     `only`: dwn-eval scores one; `raw` always has them all). `expect` = (a checkpoint's `data`
-    entry, what to call it): the loaded data must have its feature shape and number of classes
-    (checked before anything is encoded)."""
+    entry, what to call it): the loaded data must have its feature shape, classes and, where the
+    checkpoint recorded a fingerprint, its rows and values (checked before anything is encoded);
+    data with other rows or values is refused unless `on_other_data` is given the sentence to say
+    instead (dwn-eval: scoring other data may be deliberate)."""
     data = load_dataset(cfg.dataset)
-    if expect is not None:
-        _check_same_data(data, *expect)
     frac = cfg.trainer.val_fraction
+    num_val = int(len(data.x_train) * frac)
+    found = fingerprint(data, num_val) if only is None else None  # what this run's checkpoints record
+    if expect is not None:
+        _check_same_data(data, expect, num_val, only, found, on_other_data)
     x_train, y_train = data.x_train, data.y_train
     splits_raw = {"test": (data.x_test, data.y_test)}
-    num_val = int(len(x_train) * frac)
     if frac and not num_val:
         raise DWNError(f"trainer.val_fraction={frac} leaves no validation sample of the {len(x_train)} training "
                        "samples; raise it or set it to 0.")
@@ -96,4 +169,4 @@ def prepare_data(cfg, device, encoder=None, expect=None, only=None) -> Prepared:
         images = x_train.view(-1, *data.image_shape).to(torch.uint8).to(device)
         encoder.to(device)
     return Prepared(splits, encoder, data.num_classes, data.feature_shape,
-                    input_width(data.feature_shape, encoder.num_bits), splits_raw, data.class_names, images)
+                    input_width(data.feature_shape, encoder.num_bits), splits_raw, data.class_names, images, found)

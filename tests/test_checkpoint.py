@@ -189,3 +189,22 @@ def test_eval_and_export_point_every_data_location_key_at_moved_data(schema):
     cfg = OmegaConf.merge(OmegaConf.structured(getattr(config, schema)), {"dataset": moved})
     assert data_overrides(cfg) == moved
     assert data_overrides(OmegaConf.structured(getattr(config, schema))) == {}
+
+
+def test_an_unknown_stored_dataset_kind_is_one_sentence_in_every_command(tiny_run, run_cli, tmp_path):
+    from helpers.runs import TINY, clean
+
+    payload = load_checkpoint(tiny_run / "checkpoints" / "last.pt")
+    payload["config"]["dataset"]["kind"] = "nope"  # edited, or written by a dwn-train that knows more kinds
+    last = tmp_path / "run" / "checkpoints" / "last.pt"
+    save_checkpoint(payload, last)
+    words = ("checkpoint {} was trained on dataset.kind='nope', which this dwn-train does not know (it knows "
+             "breast_cancer, cifar10, csv, digits, fashion_mnist, jsc, mnist, openml, synthetic): the checkpoint is "
+             "damaged or from a newer dwn-train.")
+    clean(*run_cli("eval", f"checkpoint={last}", f"hydra.run.dir={tmp_path / 'e'}"), 2, words.format(repr(str(last))))
+    clean(*run_cli("export", f"checkpoint={last}", "format=json", f"hydra.run.dir={tmp_path / 'x'}"), 2,
+          words.format(repr(str(last))))
+    before = last.read_bytes()
+    clean(*run_cli("train", *TINY, "trainer.epochs=3", "trainer.resume=auto", f"hydra.run.dir={tmp_path / 'run'}"),
+          2, words.format(repr(str(last))))
+    assert last.read_bytes() == before

@@ -60,16 +60,41 @@ def test_a_failed_download_shows_the_network_error_and_the_offline_way(tmp_path,
 def test_csv_with_a_test_file_shares_labels_across_both(tmp_path):
     train_csv, test_csv = tmp_path / "train.csv", tmp_path / "test.csv"
     train_csv.write_text("a,b,y\n1,2,cat\n3,4,dog\n5,6,cat\n")
-    test_csv.write_text("a,b,y\n7,8,eel\n9,10,dog\n")  # eel appears only in the test file
+    test_csv.write_text("a,b,y\n7,8,cat\n9,10,dog\n")
     splits = load_dataset(_cfg(kind="csv", path=str(train_csv), test_path=str(test_csv), target="y"))
-    assert splits.class_names == ["cat", "dog", "eel"] and splits.num_classes == 3
-    assert splits.y_train.tolist() == [0, 1, 0] and splits.y_test.tolist() == [2, 1]
+    assert splits.class_names == ["cat", "dog"] and splits.num_classes == 2
+    assert splits.y_train.tolist() == [0, 1, 0] and splits.y_test.tolist() == [0, 1]
     assert splits.x_train.tolist() == [[1, 2], [3, 4], [5, 6]] and splits.x_test.tolist() == [[7, 8], [9, 10]]
+    test_csv.write_text("a,b,y\n7,8,eel\n9,10,dog\n" + "".join(f"1,1,x{i}\n" for i in range(7)))
+    with pytest.raises(DWNError, match=f"dataset.test_path='{test_csv}' has the label.s. 'eel', 'x0', 'x1', 'x2', "
+                                       "'x3' and 3 more, which the training file .dataset.path. never has"):
+        load_dataset(_cfg(kind="csv", path=str(train_csv), test_path=str(test_csv), target="y"))
     wide = tmp_path / "wide.csv"
     wide.write_text("a,b,c,y\n1,2,3,cat\n")
     with pytest.raises(DWNError, match="dataset.test_path's feature columns are not dataset.path's: missing none; "
                                        "extra c"):
         load_dataset(_cfg(kind="csv", path=str(train_csv), test_path=str(wide), target="y"))
+
+
+def test_numeric_csv_labels_are_one_class_per_value(tmp_path):
+    train_csv, test_csv = tmp_path / "train.csv", tmp_path / "test.csv"
+    train_csv.write_text("a,y\n1,2\n2,10\n3, 2 \n4,2.0\n5,1e1\n")  # 2 and 10, each spelt more than one way
+    test_csv.write_text("a,y\n6,2.0\n7,10.00\n8, 10\n9,2\n")
+    splits = load_dataset(_cfg(kind="csv", path=str(train_csv), test_path=str(test_csv), target="y"))
+    assert splits.class_names == ["10", "2"] and splits.num_classes == 2  # named as first spelt; sorted as text
+    assert splits.y_train.tolist() == [1, 0, 1, 1, 0] and splits.y_test.tolist() == [1, 0, 0, 1]
+    one_file = tmp_path / "one.csv"  # split into training and test parts after matching
+    one_file.write_text("a,y\n" + "".join(f"{i},{label}\n" for i, label in enumerate(["2.0", "10", "2", "1e1"] * 4)))
+    splits = load_dataset(_cfg(kind="csv", path=str(one_file), target="y"))
+    assert splits.class_names == ["10", "2.0"] and splits.num_classes == 2
+    text = tmp_path / "text.csv"  # labels that are not numbers stay as written
+    text.write_text("a,y\n" + "".join(f"{i},{label}\n" for i, label in enumerate(["cat", " cat", "nan", "NaN"] * 3)))
+    assert load_dataset(_cfg(kind="csv", path=str(text), target="y")).class_names == [" cat", "NaN", "cat", "nan"]
+
+
+def test_an_unknown_kind_is_one_sentence():
+    with pytest.raises(DWNError, match="dataset.kind must be one of breast_cancer, .*; got 'nope'"):
+        load_dataset(_cfg(kind="nope"))
 
 
 def test_a_test_file_is_read_by_column_name_not_position(tmp_path):
