@@ -167,6 +167,7 @@ class ExportConfig:
     checkpoint: str = MISSING
     format: str = "verilog"  # verilog | c | json
     out: Optional[str] = None  # default: <run dir>/export
+    overwrite: bool = False  # replace export files already in out (false: refuse, naming them)
     verify: bool = False  # simulate (iverilog) / compile and run (gcc) / reload, and compare with Python
     pipeline: str = "none"  # verilog: none (combinational) | layers (a stage after every LUT layer) | full
     registered: bool = False  # the same as pipeline=layers (kept for older command lines)

@@ -69,6 +69,31 @@ def _pipeline(cfg) -> str:
     return "layers" if cfg.registered and cfg.pipeline == "none" else cfg.pipeline
 
 
+def export_files(cfg) -> list[str]:
+    """The names of the files dwn-export writes into its out folder with these settings (each
+    writer's own list; tests/test_export.py checks them against what an export leaves)."""
+    names = {"json": ["frozen.json"],
+             "c": ["dwn_model.h", "dwn_model.c", "dwn_main.c", "README.md"] + (["dwn_main"] if cfg.verify else []),
+             "verilog": ["dwn_top.v", "dwn_tb.v", "vectors.hex", "README.md"]}.get(cfg.format, [])
+    if cfg.format == "verilog" and (cfg.shell == "serial" or cfg.fpga == "ice40"):
+        names.append("dwn_shell.v")
+    if cfg.format == "verilog" and cfg.fpga == "ice40":
+        names.append(f"dwn_shell_{cfg.fpga_device}.asc")
+    return names + ["cost.json"]
+
+
+def _refuse_replacing(cfg, out_dir: Path) -> None:
+    """Without overwrite=true, an out folder that holds any file this export writes is refused
+    before anything is written; files it would not write are never touched either way."""
+    if cfg.overwrite:
+        return
+    found = [name for name in export_files(cfg) if (out_dir / name).exists()]
+    if found:
+        names = ", ".join(found[:4]) + (f" and {len(found) - 4} more" if len(found) > 4 else "")
+        raise DWNError(f"{out_dir} already holds files this export would replace ({names}); nothing was written: "
+                       "add overwrite=true to replace them, or give another out= folder.")
+
+
 def _write_and_verify(cfg, net: FrozenNetwork, out_dir: Path, q, class_names, simulator, built) -> str:
     """Write the chosen format into out_dir and, with verify=true, check it against `net` on q
     (`built`: the Verilog design of net)."""
@@ -111,6 +136,8 @@ def _hardware(cfg, net: FrozenNetwork, out_dir: Path, latency: int, numbers: dic
 
 def run_export(cfg, run_dir: Path) -> str:
     check_export(cfg)  # every setting and the FPGA tools, before any work
+    out_dir = Path(cfg.out) if cfg.out else run_dir / "export"
+    _refuse_replacing(cfg, out_dir)
     simulator = simulate.choose(cfg.simulator) if cfg.format == "verilog" and cfg.verify else None
     count = cfg.vectors or simulate.DEFAULT_VECTORS.get(simulator, 256)
     restored = restore(cfg.checkpoint, data_overrides(cfg))
@@ -127,7 +154,6 @@ def run_export(cfg, run_dir: Path) -> str:
         raise RunError(f"the frozen network disagrees with the float model on {len(differ)} of {len(q)} test samples "
                        f"(the first is sample {i}: class {net.predict(q[i:i + 1])[0]} instead of {expected[i]}); "
                        "nothing was written: please report this as a bug.")
-    out_dir = Path(cfg.out) if cfg.out else run_dir / "export"
     out_dir.mkdir(parents=True, exist_ok=True)
     built = verilog_export.design(net, _pipeline(cfg))  # the RTL, and the registers and latency of the cost table
     verdict = _write_and_verify(cfg, net, out_dir, q, restored.data.get("class_names"), simulator, built)

@@ -1,7 +1,8 @@
 """The compiled packed engine (dwn_train/export/compiled.py): bit for bit the frozen network's
 contract (the float model, the reference evaluation and the numpy engine agree with it), any batch
-size, any number of threads, a disk cache that is reused and invalidated, and numpy when no C
-compiler is found."""
+size, any number of threads, a disk cache that is reused and invalidated, a temporary folder when
+the cache cannot be written, numpy when no C compiler is found, and a CC that names no compiler
+refused."""
 
 import logging
 
@@ -111,6 +112,87 @@ def test_without_a_compiler_numpy_answers_after_one_warning(byte_model, monkeypa
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "numpy" in warnings[0] and "no C compiler" in warnings[0]
     _forget()
+
+
+def _packed_eval(run_cli, tiny_run, run_dir):
+    """dwn-eval engine=packed on the tiny run: (code, out + err, the predictions it wrote or None)."""
+    code, out, err = run_cli("eval", f"checkpoint={tiny_run}/checkpoints/last.pt", "engine=packed",
+                             "save_predictions=true", f"hydra.run.dir={run_dir}")
+    written = run_dir / "predictions.csv"
+    return code, out + err, written.read_text() if written.exists() else None
+
+
+@pytest.fixture
+def fresh_memos(monkeypatch):
+    """This process forgets the engines it built, for this test only (the disk cache stays)."""
+    for name in ("_LIBRARIES", "_KEYS", "_FAILED", "_TEMPORARY"):
+        monkeypatch.setattr(compiled, name, {})
+    monkeypatch.setattr(compiled, "_WARNED", set())
+
+
+@pytest.fixture
+def float_predictions_csv(run_cli, tiny_run, tmp_path):
+    """predictions.csv of dwn-eval engine=float on the tiny run: what engine=packed must give."""
+    code, out, err = run_cli("eval", f"checkpoint={tiny_run}/checkpoints/last.pt", "save_predictions=true",
+                             f"hydra.run.dir={tmp_path}/float")
+    assert code == 0, out + err
+    return (tmp_path / "float" / "predictions.csv").read_text()
+
+
+@needs_cc
+def test_an_unwritable_cache_folder_falls_back_to_a_temporary_folder(run_cli, tiny_run, tmp_path, monkeypatch,
+                                                                     fresh_memos, float_predictions_csv):
+    """DWN_CACHE_DIR under /proc (unwritable even for root): the engine is built in a private
+    temporary folder after one warning naming DWN_CACHE_DIR, and gives the float model's classes."""
+    monkeypatch.setenv("DWN_CACHE_DIR", "/proc/dwn-cache")
+    code, output, predictions = _packed_eval(run_cli, tiny_run, tmp_path / "packed")
+    assert code == 0 and "Traceback" not in output, output
+    assert output.count("DWN_CACHE_DIR") == 1 and output.count("WARNING") == 1, output
+    assert "cache folder /proc/dwn-cache/compiled cannot be used" in output and "numpy" not in output
+    assert predictions == float_predictions_csv
+    assert list(compiled._TEMPORARY["folder"].glob("*.so"))  # built there, not given up for numpy
+
+
+def test_when_no_folder_can_hold_the_engine_numpy_answers(run_cli, tiny_run, tmp_path, monkeypatch, fresh_memos,
+                                                          float_predictions_csv):
+    """Neither the cache folder nor the temporary folder can be written: one warning naming
+    DWN_CACHE_DIR and numpy, and the same classes."""
+    import tempfile
+
+    monkeypatch.setenv("DWN_CACHE_DIR", "/proc/dwn-cache")
+    monkeypatch.setattr(tempfile, "tempdir", "/proc/dwn-tmp")
+    code, output, predictions = _packed_eval(run_cli, tiny_run, tmp_path / "packed")
+    assert code == 0 and "Traceback" not in output, output
+    assert output.count("WARNING") == 1 and "DWN_CACHE_DIR" in output and "runs in numpy" in output, output
+    assert predictions == float_predictions_csv
+
+
+@needs_cc
+def test_a_damaged_cached_library_is_named_and_the_engine_built_elsewhere(byte_model, tmp_path, monkeypatch,
+                                                                          fresh_memos, caplog):
+    _, _, net, x = byte_model
+    monkeypatch.setenv("DWN_CACHE_DIR", str(tmp_path))
+    damaged = compiled.cache_dir() / f"{compiled._key(net, compiled.find_compiler())}.so"
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"not a library")
+    with caplog.at_level(logging.WARNING, logger="dwn_train"):
+        assert np.array_equal(compiled.predict(net, x)[1], net.scores(x))
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"{damaged} does not load" in warnings[0], warnings
+    assert "delete it to rebuild" in warnings[0] and "DWN_CACHE_DIR" in warnings[0]
+    assert damaged.read_bytes() == b"not a library"  # named, not removed behind the user's back
+
+
+def test_a_cc_that_names_no_compiler_is_refused(run_cli, tiny_run, tmp_path, monkeypatch, fresh_memos):
+    """CC is what the user asked for: not found, it is named (exit 2), not replaced by another compiler."""
+    from helpers.runs import clean
+
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    code, output, predictions = _packed_eval(run_cli, tiny_run, tmp_path / "packed")
+    clean(code, output, "", 2, "CC=/nonexistent/cc names no compiler on the PATH; install it, or unset CC")
+    assert predictions is None and not (tmp_path / "packed" / "metrics.json").exists()
+    with pytest.raises(DWNError, match="CC=/nonexistent/cc names no compiler"):
+        compiled.find_compiler()
 
 
 def _odd_network() -> FrozenNetwork:

@@ -3,6 +3,7 @@ float model, bit for bit, on the same quantised inputs."""
 
 import shutil
 import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -457,3 +458,84 @@ def test_a_failing_tool_is_a_run_error():
 
     with pytest.raises(RunError, match="the C verification driver failed: "):
         _run_tool(["sh", "-c", "echo 'segmentation fault' >&2; exit 139"], "the C verification driver failed")
+
+
+def _files(folder) -> dict:
+    """name -> bytes of every file in folder."""
+    return {path.name: path.read_bytes() for path in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("settings", [["format=json"], ["format=c", "verify=false"], ["format=c", "verify=true"],
+                                      ["format=verilog", "verify=false", "yosys=false", "shell=serial"]],
+                         ids=["json", "c", "c-verify", "verilog-shell"])
+def test_export_files_names_what_each_export_writes(settings, tiny_run, run_cli, tmp_path):
+    """export_files (what overwrite= guards) is exactly what an export leaves in an empty folder."""
+    from dwn_train.deploy import export_files
+
+    if "verify=true" in settings and shutil.which("gcc") is None:
+        pytest.skip("gcc is not installed")
+    code, out, err = run_cli("export", f"checkpoint={tiny_run}/checkpoints/last.pt", *settings, "vectors=20",
+                             f"out={tmp_path}/out", f"hydra.run.dir={tmp_path}/run")
+    assert code == 0, out + err
+    assert sorted(_files(tmp_path / "out")) == sorted(export_files(compose(
+        [f"checkpoint={tiny_run}/checkpoints/last.pt", *settings], config_name="export")))
+
+
+def test_an_export_refuses_to_replace_files_unless_overwrite_is_set(tiny_run, run_cli, tmp_path):
+    """A second export into one folder is refused before anything is written, naming the folder,
+    the files and the key; overwrite=true replaces them; other files there are never touched."""
+    from helpers.runs import clean
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    export = ["export", f"checkpoint={tiny_run}/checkpoints/last.pt", f"out={out}"]
+    assert run_cli(*export, "format=c", f"hydra.run.dir={tmp_path}/r1")[0] == 0
+    (out / "dwn_model.c").write_text("edited by hand")
+    before = _files(out)
+    for i, (settings, names) in enumerate([(["format=c"], "dwn_model.h, dwn_model.c, dwn_main.c, README.md and 1 more"),
+                                           (["format=json"], "cost.json")]):  # json would replace cost.json only
+        code, stdout, stderr = run_cli(*export, *settings, f"hydra.run.dir={tmp_path}/refused{i}")
+        clean(code, stdout, stderr, 2, f"{out} already holds files this export would replace ({names}); nothing was "
+                                       "written: add overwrite=true to replace them")
+        assert _files(out) == before  # nothing written, nothing removed
+    assert run_cli(*export, "format=c", "overwrite=true", f"hydra.run.dir={tmp_path}/r2")[0] == 0
+    assert (out / "dwn_model.c").read_text() != "edited by hand" and (out / "notes.txt").read_text() == "mine"
+    assert run_cli(*export, "format=json", f"out={tmp_path}/json", f"hydra.run.dir={tmp_path}/r3")[0] == 0
+
+
+@pytest.mark.slow
+def test_verilog_verification_logs_each_phase_in_order(tiny_run, run_cli, tmp_path):
+    if shutil.which("iverilog") is None:
+        pytest.skip("iverilog is not installed")
+    code, out, err = run_cli("export", f"checkpoint={tiny_run}/checkpoints/last.pt", "format=verilog", "verify=true",
+                             "simulator=iverilog", "vectors=20", "yosys=false", f"out={tmp_path}/out",
+                             f"hydra.run.dir={tmp_path}/run")
+    assert code == 0, out + err
+    phases = ["verify: compiling dwn_top.v and its testbench with iverilog", "verify: compiled (",
+              *(f"verify: simulated {n}/20 vectors (" for n in range(2, 20, 2)),
+              "verify: compared 20 vectors with vectors.hex: PASS ("]
+    text = out + err
+    places = [text.find(phase) for phase in phases]
+    assert -1 not in places and places == sorted(places), (places, text)
+
+
+def test_simulator_output_arrives_line_by_line(tmp_path):
+    """A program that buffers its output as a C library does (line by line on a terminal, in blocks
+    into a pipe: Python's open() of stdout with default buffering) writes a progress line, then waits
+    until the reader has seen it: read through a pipe, the line would come only at exit, after the
+    program gave up waiting."""
+    from dwn_train.export.simulate import _output_lines
+
+    seen = tmp_path / "seen"
+    child = ("import os, time\n"
+             "out = open(1, 'w', closefd=False)\n"
+             "print('progress 1', file=out)\n"
+             "deadline = time.time() + 30\n"
+             f"while not os.path.exists({str(seen)!r}) and time.time() < deadline: time.sleep(0.02)\n"
+             f"print('PASS' if os.path.exists({str(seen)!r}) else 'TIMEOUT', file=out)\n")
+    lines = []
+    for line in _output_lines([sys.executable, "-c", child], tmp_path):
+        seen.touch()
+        lines.append(line)
+    assert lines == ["progress 1", "PASS"]

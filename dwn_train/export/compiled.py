@@ -8,16 +8,20 @@ Both take numpy arrays or torch tensors, split the batch into blocks of 512 samp
 bit for bit. The C is templates/dwn_engine.c with one generated block of defines and data: the
 network after simplify.py's pass (its encoder blocks, thresholds, LUT wiring and truth tables).
 
-This module is the one place that knows the C compiler. find_compiler() looks for $CC, cc, gcc
-and clang; the library is built with FLAGS (-O3 -march=native -pthread) and cached as
+This module is the one place that knows the C compiler. find_compiler() takes $CC when it is set
+(a CC that names no program is refused: the user asked for that compiler), else the first of cc,
+gcc and clang; the library is built with FLAGS (-O3 -march=native -pthread) and cached as
 <cache_dir()>/<key>.so, the key hashing the network's content, the template, this module, the
 compiler (resolved path, size, mtime), FLAGS and the CPU's feature flags; a process hashes each
-network object once, so build a new FrozenNetwork rather than editing one in place. Without a
-compiler, or when a build fails, predict runs the numpy engine (packed.py) after one warning.
+network object once, so build a new FrozenNetwork rather than editing one in place. A cache folder
+that cannot be written (or whose library does not load) gives way to a private temporary folder
+for this process, after one warning naming DWN_CACHE_DIR. Without a compiler, when a build fails,
+or when no folder can hold the library, predict runs the numpy engine (packed.py) after one warning.
 """
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import hashlib
 import os
@@ -32,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import console
-from ..errors import DWNError, RunError
+from ..errors import DWNError, RunError, os_reason
 from . import template
 from .c import ctype
 from .freeze import FrozenNetwork
@@ -45,6 +49,7 @@ PORTABLE_FLAGS = tuple(f for f in FLAGS if f != "-march=native")  # when the com
 _LIBRARIES: dict = {}  # key -> ctypes library, loaded once per process
 _FAILED: dict = {}  # key -> the RunError of its failed build
 _WARNED: set = set()
+_TEMPORARY: dict = {}  # "folder" -> this process's private fallback folder, made on first need
 
 
 def _c_array(values, per_line: int = 32) -> str:
@@ -100,8 +105,17 @@ def source(net: FrozenNetwork, key: str = "") -> str:
 
 
 def find_compiler() -> str | None:
-    """The C compiler to use: $CC, else the first of cc, gcc, clang on the PATH."""
-    for name in ([os.environ["CC"]] if os.environ.get("CC") else []) + ["cc", "gcc", "clang"]:
+    """The C compiler to use: $CC when set (DWNError when it names no program on the PATH), else the
+    first of cc, gcc, clang on the PATH, else None."""
+    wanted = os.environ.get("CC", "").strip()
+    if wanted:
+        path = shutil.which(wanted)
+        if path is None:
+            words = " (the compiled engine takes one program name or path in CC)" if len(wanted.split()) > 1 else ""
+            raise DWNError(f"CC={wanted} names no compiler on the PATH{words}; install it, or unset CC to let the "
+                           "packed engine use cc, gcc or clang.")
+        return path
+    for name in ("cc", "gcc", "clang"):
         path = shutil.which(name)
         if path:
             return path
@@ -162,54 +176,106 @@ def _key(net: FrozenNetwork, compiler: str) -> str:
     return entry[3]
 
 
+class _Unusable(Exception):
+    """A folder that cannot hold or load the engine; the message says why, in a few words."""
+
+
 def _compile(text: str, compiler: str, target: Path) -> None:
     """Build `text` into the shared library `target` (written under a temporary name, then renamed,
-    so that concurrent processes never load half a file). Raises RunError with the compiler's words."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        src, lib = Path(tmp) / "dwn_engine.c", Path(tmp) / "engine.so"
-        src.write_text(text)
-        for flags in (FLAGS, PORTABLE_FLAGS):  # not every compiler knows -march=native
-            try:
-                result = subprocess.run([compiler, *flags, "-o", str(lib), str(src)], capture_output=True, text=True)
-            except OSError as exc:
-                raise RunError(f"{compiler} does not run ({exc})") from exc
-            if result.returncode == 0:
-                os.replace(src, target.with_suffix(".c"))  # kept beside the library, for reading
-                os.replace(lib, target)
-                return
-        first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip()[:200])
-        raise RunError(f"{compiler} could not build the compiled engine ({first})")
+    so that concurrent processes never load half a file). Raises RunError with the compiler's words,
+    _Unusable when target's folder cannot be written."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            src, lib = Path(tmp) / "dwn_engine.c", Path(tmp) / "engine.so"
+            src.write_text(text)
+            for flags in (FLAGS, PORTABLE_FLAGS):  # not every compiler knows -march=native
+                try:
+                    result = subprocess.run([compiler, *flags, "-o", str(lib), str(src)], capture_output=True,
+                                            text=True)
+                except OSError as exc:
+                    raise RunError(f"{compiler} does not run ({exc})") from exc
+                if result.returncode == 0:
+                    os.replace(src, target.with_suffix(".c"))  # kept beside the library, for reading
+                    os.replace(lib, target)
+                    return
+    except OSError as exc:
+        raise _Unusable(f"{os_reason(exc)}: {exc.filename or target.parent}") from exc
+    first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip()[:200])
+    raise RunError(f"{compiler} could not build the compiled engine ({first})")
+
+
+def _load(net: FrozenNetwork, key: str, compiler: str, folder: Path):
+    """The engine as <folder>/<key>.so, built there first when absent. Raises _Unusable when the
+    folder cannot be written or its library does not load, RunError when the build fails."""
+    path = folder / f"{key}.so"
+    try:
+        present = path.is_file()
+    except OSError as exc:
+        raise _Unusable(f"{os_reason(exc)}: {path}") from exc
+    if not present:
+        _compile(source(net, key), compiler, path)
+    try:
+        lib = ctypes.CDLL(str(path))
+    except OSError as exc:
+        raise _Unusable(f"{path} does not load: {os_reason(exc)}; delete it to rebuild") from exc
+    lib.dwn_key.restype = ctypes.c_char_p
+    if lib.dwn_key().decode() != key:
+        raise _Unusable(f"{path} was built for another network; delete it to rebuild")
+    lib.dwn_run.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p,
+                            ctypes.c_int]
+    lib.dwn_run.restype = ctypes.c_int
+    return lib
+
+
+def _temporary_folder() -> Path:
+    """This process's private folder (mode 0700, removed at exit) for when the cache cannot be used;
+    _Unusable when none can be made."""
+    if "folder" not in _TEMPORARY:
+        try:
+            folder = tempfile.mkdtemp(prefix="dwn-engine-")
+        except OSError as exc:
+            raise _Unusable(f"{os_reason(exc)}: {exc.filename or tempfile.gettempdir()}") from exc
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        _TEMPORARY["folder"] = Path(folder)
+    return _TEMPORARY["folder"]
+
+
+def _cached_or_temporary(net: FrozenNetwork, key: str, compiler: str):
+    """The engine from the cache folder, else (after one warning naming DWN_CACHE_DIR) from a
+    temporary folder; RunError when neither can hold it or the build fails."""
+    folder = cache_dir()
+    try:
+        return _load(net, key, compiler, folder)
+    except _Unusable as exc:
+        problem = str(exc)
+    try:
+        lib = _load(net, key, compiler, _temporary_folder())
+    except _Unusable as exc:
+        raise RunError(f"the compiled engine can be built in neither its cache folder {folder} ({problem}) nor a "
+                       f"temporary folder ({exc}); set DWN_CACHE_DIR to a writable folder") from None
+    _warn_once(f"The compiled engine's cache folder {folder} cannot be used ({problem}), so it was built in a "
+               "temporary folder that this process removes at exit; set DWN_CACHE_DIR to a writable folder to "
+               "keep it between runs.")
+    return lib
 
 
 def library(net: FrozenNetwork, compiler: str | None = None):
-    """The network's engine as a loaded ctypes library: from this process's memo, the disk cache,
-    or built now. Raises RunError when no compiler is found or the build fails."""
+    """The network's engine as a loaded ctypes library: from this process's memo, the disk cache
+    (or a temporary folder when the cache cannot be used), or built now. Raises RunError when no
+    compiler is found, the build fails or no folder can hold it; DWNError when $CC names no program."""
     compiler = compiler or find_compiler()
     if compiler is None:
-        raise RunError("no C compiler was found (looked for $CC, cc, gcc and clang)")
+        raise RunError("no C compiler was found (looked for cc, gcc and clang; set CC to use another)")
     key = _key(net, compiler)
     if key in _FAILED:  # a build that failed is not retried in this process
         raise _FAILED[key]
     if key not in _LIBRARIES:
-        path = cache_dir() / f"{key}.so"
-        if not path.is_file():
-            try:
-                _compile(source(net, key), compiler, path)
-            except RunError as exc:
-                _FAILED[key] = exc
-                raise
         try:
-            lib = ctypes.CDLL(str(path))
-        except OSError as exc:
-            raise RunError(f"the cached engine {path} does not load ({exc}); delete it to rebuild") from exc
-        lib.dwn_key.restype = ctypes.c_char_p
-        if lib.dwn_key().decode() != key:
-            raise RunError(f"the cached engine {path} was built for another network; delete it to rebuild")
-        lib.dwn_run.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p,
-                                ctypes.c_int]
-        lib.dwn_run.restype = ctypes.c_int
-        _LIBRARIES[key] = lib
+            _LIBRARIES[key] = _cached_or_temporary(net, key, compiler)
+        except RunError as exc:
+            _FAILED[key] = exc
+            raise
     return _LIBRARIES[key]
 
 
