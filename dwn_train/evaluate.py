@@ -48,6 +48,10 @@ def _note(sentence: str) -> None:
 
 def run_eval(cfg, run_dir: Path) -> float:
     check_eval(cfg)
+    if cfg.engine == "packed":  # a CC that names no compiler is refused before any work
+        from .export.compiled import find_compiler
+
+        find_compiler()
     device = resolve_device(cfg.device)
     restored = restore(cfg.checkpoint, data_overrides(cfg))
     train_cfg, payload = restored.config, restored.payload
