@@ -144,14 +144,16 @@ class _Checkpoints:
         improved = improves(row.get(self.monitor), self.best, self.higher)
         if improved:
             self.best = row[self.monitor]
-        payload = make_payload(**self.parts, epoch=progress.epoch, step=progress.step, best_metric=self.best,
-                               monitor=self.monitor, config=self.config)
+        payload = lambda resumable: make_payload(**self.parts, epoch=progress.epoch, step=progress.step,  # noqa: E731
+                                                 best_metric=self.best, monitor=self.monitor, config=self.config,
+                                                 resumable=resumable)
         if improved and self.keep.save_best:
-            save_checkpoint(payload, self.folder.best)
+            # beside a last.pt, best.pt holds what evaluation and export read; alone, what a resume reads too
+            save_checkpoint(payload(resumable=not self.keep.save_last), self.folder.best)
             if not self.keep.save_last:  # then the one a resume can start from
                 progress.saved = (progress.epoch, self.folder.best)
         if self.keep.save_last:
-            save_checkpoint(payload, self.folder.last)
+            save_checkpoint(payload(resumable=True), self.folder.last)
             progress.saved = (progress.epoch, self.folder.last)
 
 
@@ -218,7 +220,7 @@ def _train_epoch(model, step_fn, optimizer, inputs, y_train, epoch: int, t, prog
     batches = order.to(y_train.device).split(t.batch_size)
     lr = current_lr(optimizer)
     loss_sum, correct, seen, start = 0.0, 0, 0, time.perf_counter()
-    with console.epoch_progress(epoch, t.epochs, len(batches), enabled=ctx.main) as update:
+    with console.epoch_progress(epoch, t.epochs, len(batches), enabled=ctx.main, samples=len(y_train)) as update:
         for done, index in enumerate(batches, 1):
             local = ctx.shard(index)  # this rank's part of the global batch
             x, y = inputs(index, local, generator), y_train[local]

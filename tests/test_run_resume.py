@@ -197,3 +197,20 @@ def test_the_fresh_run_refusal_offers_only_what_can_continue(tmp_path):
         check_fresh(RunFolder(tmp_path), None)
     check_fresh(RunFolder(tmp_path), "auto")  # metrics without any checkpoint: a run killed before its first one
     check_fresh(RunFolder(tmp_path), "overwrite")
+
+
+def test_best_pt_beside_last_pt_holds_no_resume_state_and_a_resume_from_it_says_so(tiny_run, run_cli, tmp_path):
+    """best.pt is what dwn-eval and dwn-export read: weights, encoder, config, data; the optimizer,
+    schedule and random state a resume needs are in last.pt only (best.pt is much smaller)."""
+    best = torch.load(tiny_run / "checkpoints" / "best.pt", weights_only=True)
+    last = torch.load(tiny_run / "checkpoints" / "last.pt", weights_only=True)
+    assert {"optimizer", "scheduler", "rng"}.isdisjoint(best) and {"optimizer", "rng"} <= last.keys()
+    assert {"model", "encoder", "config", "data", "epoch", "best_metric"} <= best.keys()
+    assert (tiny_run / "checkpoints" / "best.pt").stat().st_size < 0.7 * (tiny_run / "checkpoints" / "last.pt").stat().st_size
+    clean(*run_cli("train", *TINY, "trainer.epochs=3", f"trainer.resume={tiny_run}/checkpoints/best.pt",
+                   f"hydra.run.dir={tmp_path / 'run'}"), 2, "cannot be resumed: it has no optimizer or rng state")
+    assert run_cli("eval", f"checkpoint={tiny_run}/checkpoints/best.pt")[0] == 0
+    # without a last.pt, best.pt is the one a resume starts from: it keeps everything
+    alone = tmp_path / "alone"
+    assert run_cli("train", *TINY, "trainer.epochs=1", "trainer.checkpoint.save_last=false", f"hydra.run.dir={alone}")[0] == 0
+    assert {"optimizer", "rng"} <= torch.load(alone / "checkpoints" / "best.pt", weights_only=True).keys()
