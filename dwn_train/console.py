@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from contextlib import contextmanager
 
 from rich.console import Console
@@ -14,6 +15,10 @@ log = logging.getLogger("dwn_train")
 # Off a terminal (logs, CI, files) rich would wrap at 80 columns and cut long cells with "...":
 # a wide console and folding cells keep every path whole.
 console = Console() if sys.stdout.isatty() else Console(width=200)
+
+
+# off a terminal (nohup, SLURM logs, CI) an epoch logs a progress line this often, in seconds
+PROGRESS_EVERY = 30.0
 
 
 def interactive() -> bool:
@@ -34,10 +39,15 @@ def model_summary(model) -> str:
 
 
 @contextmanager
-def epoch_progress(epoch: int, epochs: int, batches: int, enabled: bool = True):
-    """Yields update(done, loss, acc, samples_per_s); a live bar on a terminal, silent otherwise."""
-    if not (enabled and interactive()):
+def epoch_progress(epoch: int, epochs: int, batches: int, enabled: bool = True, samples: int = 0):
+    """Yields update(done, loss, acc, samples_per_s) (done: batches of `batches`; samples: the
+    epoch's sample count); a live bar on a terminal, otherwise a log line every PROGRESS_EVERY
+    seconds (samples done, samples/s, time left), so that a long epoch is never silent."""
+    if not enabled:
         yield lambda *args: None
+        return
+    if not interactive():
+        yield _progress_lines(epoch, epochs, batches, samples)
         return
     columns = (TextColumn(f"epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TextColumn("{task.fields[stats]}"))
@@ -48,6 +58,23 @@ def epoch_progress(epoch: int, epochs: int, batches: int, enabled: bool = True):
             progress.update(task, completed=done, stats=f"loss {loss:.4f}  acc {acc:.4f}  {rate:,.0f} samples/s")
 
         yield update
+
+
+def _progress_lines(epoch: int, epochs: int, batches: int, samples: int):
+    """update() for a log file: one line at a steady cadence (none for an epoch shorter than it)."""
+    last = time.monotonic()
+
+    def update(done, loss, acc, rate):
+        nonlocal last
+        if time.monotonic() - last < PROGRESS_EVERY or done >= batches:
+            return
+        last = time.monotonic()
+        seen = round(samples * done / batches)
+        left = (samples - seen) / rate if rate > 0 else float("nan")
+        log.info(f"epoch {epoch}/{epochs}: {seen:,}/{samples:,} samples ({100 * done / batches:.0f} %)  loss "
+                 f"{loss:.4f}  acc {acc:.4f}  {rate:,.0f} samples/s  about {left:,.0f} s left in this epoch")
+
+    return update
 
 
 def epoch_line(row: dict) -> str:

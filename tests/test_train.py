@@ -224,3 +224,26 @@ def test_sizes_no_machine_holds_are_refused_before_allocating(compose_cfg, tmp_p
         train(compose_cfg([*SMALL, "trainer.epochs=1", override]), tmp_path)
 
 
+
+
+def test_off_a_terminal_a_long_epoch_logs_its_progress_as_it_goes(run_cli, tmp_path, monkeypatch):
+    """nohup, SLURM logs, CI: no live bar, so a line every console.PROGRESS_EVERY seconds (here
+    every batch) with the samples done, the rate and the time left, in the log and on stdout."""
+    import re
+
+    from dwn_train import console
+    from helpers.runs import TINY
+
+    quiet = tmp_path / "quiet"
+    assert run_cli("train", *TINY, "trainer.epochs=1", f"hydra.run.dir={quiet}")[0] == 0
+    assert "samples (" not in (quiet / "train.log").read_text()  # an epoch shorter than the cadence: no lines
+    monkeypatch.setattr(console, "PROGRESS_EVERY", 0.0)
+    code, out, err = run_cli("train", *TINY, "trainer.epochs=1", f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 0, err
+    lines = re.findall(r"epoch 1/1: ([\d,]+)/([\d,]+) samples \(\d+ %\)  loss [\d.]+  acc [\d.]+  [\d,]+ samples/s  "
+                       r"about [\d,]+ s left in this epoch", (tmp_path / "run" / "train.log").read_text())
+    done = [int(seen.replace(",", "")) for seen, _ in lines]
+    total = int(lines[0][1].replace(",", ""))
+    batches = -(-total // 64)
+    assert len(done) == batches - 1 and done == sorted(done) and done[-1] < total  # every batch but the last
+    assert "samples/s  about" in out
