@@ -14,6 +14,7 @@ Only Hydra and OmegaConf load before the command line is parsed, so `--help` is 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import traceback
 from contextlib import nullcontext
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 
 from .config import EvalConfig, ExportConfig, TrainConfig, register_configs
@@ -81,6 +83,8 @@ def _fail(name: str, exc: Exception, folder: RunFolder, job: str, sweep_dir: Pat
     message = f"{name}: {label}{exc}"
     print(message, file=sys.stderr)
     folder.append_log(job, message + "\n")  # the job's log (Hydra's file handler) says why the run ended
+    if sweep_dir is None and exc.exit_code == 2 and precheck.made(folder.path) and not begun(folder):
+        shutil.rmtree(precheck.made(folder.path), ignore_errors=True)  # refused before it started: leave no folder
     if sweep_dir is not None and not isinstance(exc, Interrupted):
         if held and not begun(folder):
             from .run.sweep import refuse
@@ -91,6 +95,13 @@ def _fail(name: str, exc: Exception, folder: RunFolder, job: str, sweep_dir: Pat
         except OSError:
             pass  # an unwritable folder was the error itself
     sys.exit(exc.exit_code)
+
+
+class RunStart(Callback):
+    """Notes, before Hydra makes a single run's folder, whether it is new (conf/hydra/default.yaml)."""
+
+    def on_run_start(self, config, **kwargs) -> None:
+        precheck.note_made(Path(config.hydra.run.dir))
 
 
 @hydra.main(version_base="1.3", config_path=_CONF, config_name="train")
@@ -139,6 +150,7 @@ def _entry(name: str, app) -> None:
     if "--version" in sys.argv[1:]:
         return print(f"{name} {version()}")
     world, rank, _ = _torchrun()
+    precheck.forget_made()
     stop_anywhere()  # SIGTERM and SIGUSR1 stop a run as Ctrl-C does
     try:
         precheck.check(name, sys.argv[1:], world)

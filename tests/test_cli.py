@@ -204,3 +204,26 @@ def test_tensorboard_without_its_package_is_refused_before_the_folder_is_touched
     clean(*run_cli("train", *SMALL, "logger=tensorboard", f"hydra.run.dir={tmp_path}/r"), 2,
           "logger=tensorboard needs the tensorboard package: pip install tensorboard.")
     assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_a_command_refused_before_it_starts_leaves_no_folder_it_made(run_cli, tiny_run, tmp_path, monkeypatch):
+    """The folder named on the command line (and the folders above it it made), and the dated
+    default folder of dwn-train, dwn-eval and dwn-export, are gone; a folder that was there stays."""
+    clean(*run_cli("train", *TINY, "trainer.epochs=-1", f"hydra.run.dir={tmp_path}/new/run"), 2,
+          "trainer.epochs must be a positive integer")
+    assert not (tmp_path / "new").exists()
+    monkeypatch.chdir(tmp_path)
+    clean(*run_cli("train", *TINY, "trainer.epochs=-1"), 2, "trainer.epochs must be a positive integer")
+    clean(*run_cli("eval", f"checkpoint={tmp_path}/none.pt"), 2, "none.pt")
+    clean(*run_cli("export", f"checkpoint={tmp_path}/none.pt"), 2, "none.pt")
+    assert not (tmp_path / "outputs").exists()
+    (tmp_path / "outputs" / "train").mkdir(parents=True)  # made by an earlier run: stays
+    clean(*run_cli("train", *TINY, "trainer.epochs=-1"), 2, "trainer.epochs must be a positive integer")
+    assert [p.name for p in (tmp_path / "outputs").iterdir()] == ["train"] and not any((tmp_path / "outputs" / "train").iterdir())
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    clean(*run_cli("train", *TINY, "trainer.epochs=-1", f"hydra.run.dir={kept}"), 2, "positive integer")
+    assert kept.is_dir()
+    # a run that started keeps its folder whatever happens after
+    assert run_cli("train", *TINY, "trainer.epochs=1", f"hydra.run.dir={tmp_path}/ran")[0] == 0
+    assert (tmp_path / "ran" / "checkpoints" / "last.pt").is_file()

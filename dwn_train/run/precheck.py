@@ -8,6 +8,8 @@ or do before a job could refuse it.
     early_lock(argv, world)     dwn-train's run folder held before Hydra writes its files there
     mark_started(), started()   whether a job or sweep has started: an exit status 1 after that is
                                 ours, before it Hydra's composition error (dwn_train/cli.py)
+    note_made(path), made(path) whether this command made the run folder (a command refused before
+                                it starts removes a folder it made: nothing of it is left behind)
 
 The entry point passes argv and torchrun's WORLD_SIZE/RANK; nothing here reads them itself.
 """
@@ -23,6 +25,7 @@ from .command import sets
 from .folder import RunFolder
 
 _started = False
+_made: dict = {}  # run folder this command made -> the outermost folder it made for it (resolved paths)
 # Hydra's flags that print instead of running: no run folder is made
 _SHOWING = ("--help", "-h", "--hydra-help", "--cfg", "-c")
 
@@ -34,6 +37,27 @@ def mark_started() -> None:
 
 def started() -> bool:
     return _started
+
+
+def note_made(path: Path) -> None:
+    """Remember that `path`, if it does not exist yet, is the run folder this command is about to
+    make (with the folders above it that do not exist either)."""
+    path = path.absolute()
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    if not path.exists():
+        _made.setdefault(path.resolve(), top)
+
+
+def made(path: Path) -> Path | None:
+    """The outermost folder this command made for the run folder `path`, or None."""
+    return _made.get(path.resolve())
+
+
+def forget_made() -> None:
+    """A new command starts (the console scripts, once each; the tests run several in one process)."""
+    _made.clear()
 
 
 def multirun(argv: list[str]) -> bool:
@@ -112,6 +136,7 @@ def early_lock(argv: list[str], world: int = 1):
         return
     from .lock import begun, own
 
+    note_made(Path(given))
     with own(RunFolder(given)) as folder:
         kept = {path: path.read_bytes() for path in folder.hydra.glob("*.yaml")} if folder.hydra.is_dir() else {}
         try:
