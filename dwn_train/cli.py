@@ -41,6 +41,8 @@ def _run(name: str, schema, work, cfg):
     """Run one job's `work(cfg, run_dir)` and route what it raises to one sentence and an exit status
     (or, in a sweep, to failed.json and NaN)."""
     precheck.mark_started()
+    if isinstance(sys.stderr, _Held):  # what was held before the job started is said now
+        sys.stderr.release()
     hydra_cfg = HydraConfig.get()
     folder, job = RunFolder(hydra_cfg.runtime.output_dir), hydra_cfg.job.name
     sweep = hydra_cfg.mode == RunMode.MULTIRUN
@@ -152,6 +154,7 @@ def _entry(name: str, app) -> None:
     world, rank, _ = _torchrun()
     precheck.forget_made()
     stop_anywhere()  # SIGTERM and SIGUSR1 stop a run as Ctrl-C does
+    held = sys.stderr = _Held(sys.stderr)  # what Hydra says before a job starts, to be said as one sentence
     try:
         precheck.check(name, sys.argv[1:], world)
         sys.argv += precheck.rank_words(rank, world)
@@ -163,6 +166,8 @@ def _entry(name: str, app) -> None:
     except SystemExit as exc:
         # Hydra exits 1 when the config cannot be composed: that is the user's input, so 2
         if exc.code == 1 and not precheck.started():
+            sentence = precheck.composition_sentence(held.take())
+            print(f"{name}: error: {sentence}" if sentence else held.take(), file=held.real, end="\n" if sentence else "")
             sys.exit(2)
         raise
     except KeyboardInterrupt as exc:  # before a job started (composing the config) or after it ended
@@ -173,6 +178,35 @@ def _entry(name: str, app) -> None:
             raise
         print(f"{name}: error: {exc}.", file=sys.stderr)
         sys.exit(2)
+    finally:
+        held.release()
+        sys.stderr = held.real
+
+
+class _Held:
+    """sys.stderr until a job starts: what is written before is held (Hydra's report of a config
+    it cannot compose, said again as one sentence), then passed on; after, everything passes."""
+
+    def __init__(self, real):
+        self.real, self.text = real, []
+
+    def write(self, text: str) -> int:
+        if precheck.started():
+            self.release()
+            return self.real.write(text)
+        self.text.append(text)
+        return len(text)
+
+    def take(self) -> str:
+        text, self.text = "".join(self.text), []
+        return text
+
+    def release(self) -> None:
+        if self.text:
+            self.real.write(self.take())
+
+    def __getattr__(self, name):  # flush, fileno, isatty, encoding: the real stream's
+        return getattr(self.real, name)
 
 
 def train_main() -> None:

@@ -18,9 +18,25 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from .errors import DWNError
+from .errors import DWNError, first_line
 from .run import precheck, sweep
 from .run.command import config_flags, sets
+
+
+def _check_search_space(config) -> None:
+    """Optuna's sweeper builds its search space only once the sweep has begun, and reports one it
+    cannot (an interval whose low bound is above its high bound, say) with a traceback: build it
+    the same way first, with the sweeper's own function, and say what is wrong in one sentence."""
+    if "optuna" not in str(config.hydra.sweeper.get("_target_", "")).lower():
+        return
+    from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
+
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    try:
+        create_params_from_overrides(params + list(config.hydra.overrides.task))
+    except Exception as exc:  # whatever the sweeper or Optuna's distributions refuse
+        raise DWNError(f"the Optuna sweeper cannot search this space: {first_line(exc).split(': ', 1)[-1].rstrip('.')}"
+                       " (hydra.sweeper.params and the sweep overrides).") from None
 
 
 def _planned(config) -> list[list[str]] | None:
@@ -45,6 +61,7 @@ class SweepReport(Callback):
         overrides = list(config.hydra.overrides.task)
         words = config_flags(sys.argv[1:]) + [o for o in overrides if not sets(o, "trainer.resume")]
         try:
+            _check_search_space(config)
             sweep.start(sweep_dir, overrides, words, _planned(config), trains=app == "dwn-train")
         except DWNError as exc:
             print(f"{app}: error: {exc}", file=sys.stderr)

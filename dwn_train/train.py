@@ -66,6 +66,10 @@ def _train(cfg, folder: RunFolder, ctx, command: Command) -> float:
     torch.manual_seed(t.seed)
     data = prepare_data(cfg, ctx.device, encoder=resumed.encoder(cfg.encoding) if resumed else None,
                         expect=resumed.expect if resumed else None)
+    samples = len(data.splits["train"][1])
+    if t.batch_size > samples and ctx.main:
+        console.log.warning("trainer.batch_size=%d is larger than the %d training samples: each epoch is one step on "
+                            "all of them.", t.batch_size, samples)
     model, optimizer, scheduler, graphs = _build(cfg, data, ctx)
     begin(folder)  # the first write of this run's records: the folder is this run's from here
     if resumed is None and ctx.main:

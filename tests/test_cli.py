@@ -227,3 +227,28 @@ def test_a_command_refused_before_it_starts_leaves_no_folder_it_made(run_cli, ti
     # a run that started keeps its folder whatever happens after
     assert run_cli("train", *TINY, "trainer.epochs=1", f"hydra.run.dir={tmp_path}/ran")[0] == 0
     assert (tmp_path / "ran" / "checkpoints" / "last.pt").is_file()
+
+
+def test_what_hydra_or_a_sweeper_would_report_with_a_traceback_is_one_sentence(run_cli, tmp_path):
+    # a value Hydra cannot convert: its several-line report as one sentence with the override
+    clean(*run_cli("train", "trainer.batch_size=1e12", f"hydra.run.dir={tmp_path}/a"), 2,
+          "dwn-train: error: trainer.batch_size=1e12: Value '1000000000000.0' of type 'float' could not be converted "
+          "to Integer.")
+    # a run folder name longer than the file system allows
+    clean(*run_cli("train", *TINY, f"hydra.run.dir={tmp_path}/{'a' * 300}"), 1,
+          f"the run folder {tmp_path}/{'a' * 300} cannot be made (File name too long)")
+    # a search space Optuna's sampler refuses: before any job, and no sweep folder is made
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    clean(*run_cli("train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2", *TINY,
+                   "optimizer.lr=interval(0.1,0.01)", f"hydra.sweep.dir={tmp_path}/opt"), 2,
+          "the Optuna sweeper cannot search this space: The `low` value must be smaller than or equal to the `high` "
+          "value (low=0.1, high=0.01)")
+    assert not (tmp_path / "opt").exists()
+
+
+def test_a_batch_larger_than_the_training_set_says_what_it_does(run_cli, tmp_path):
+    code, out, err = run_cli("train", *TINY, "trainer.epochs=1", "trainer.batch_size=100000", f"hydra.run.dir={tmp_path}")
+    assert code == 0, err
+    assert "trainer.batch_size=100000 is larger than the 1437 training samples: each epoch is one step on all of them" \
+        in out + err
+    assert metric_rows(tmp_path)[0]["epoch"] == 1

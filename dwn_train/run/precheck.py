@@ -20,7 +20,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import DWNError, RunError
+from ..errors import DWNError, RunError, os_reason
 from .command import sets
 from .folder import RunFolder
 
@@ -106,13 +106,40 @@ def _run_dir_problem(argv: list[str]) -> str | None:
     given = named_dir(argv, "hydra.sweep.dir" if multirun(argv) else "hydra.run.dir")
     path = Path(given or "outputs").absolute()
     existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
+    try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+    except OSError as exc:  # a name longer than the file system allows, a path too deep
+        return f"the run folder {path} cannot be made ({os_reason(exc)})"
     if not existing.is_dir():
         return f"the run folder {path} cannot be made: {existing} is a file, not a folder"
     if not os.access(existing, os.W_OK | os.X_OK):
         return f"the run folder {path} cannot be made: {existing} is not writable"
     return None
+
+
+# the lines of Hydra's report of a config it could not compose that name no problem
+_HYDRA_DETAIL = ("full_key:", "reference_type=", "object_type=", "Set the environment variable HYDRA_FULL_ERROR")
+
+
+def composition_sentence(text: str) -> str | None:
+    """Hydra's report of a config it could not compose (several lines: 'Error merging override
+    K=V', the reason, the key, its types) as one sentence naming the override and the reason;
+    None for a report that is a traceback (a fault, shown as it is)."""
+    if "Traceback (most recent call last)" in text:
+        return None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    key = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("full_key:")), "")
+    lines = [line for line in lines if not line.startswith(_HYDRA_DETAIL)]
+    if not lines:
+        return None
+    merging = "Error merging override "
+    if lines[0].startswith(merging) and len(lines) > 1:
+        lines = [f"{lines[0][len(merging):]}: {lines[1]}", *lines[2:]]
+    sentence = "; ".join(line.rstrip(".") for line in lines)
+    if key and key not in sentence:
+        sentence += f" (key {key})"
+    return sentence + "."
 
 
 def rank_words(rank: int, world: int) -> list[str]:
