@@ -74,6 +74,11 @@ def _run(name: str, schema, work, cfg):
         folder.append_log(job, traceback.format_exc())
         fail(RunError(f"internal error ({type(exc).__name__}: {os_reason(exc)}); its traceback is in "
                       f"{folder.log(job)}, please report it"))
+    finally:
+        if sweep_dir is not None and held and not begun(folder):  # the run met is as it was, its record too
+            from .run.sweep import put_back
+
+            put_back(sweep_dir, folder)
     return float("nan")  # a failed job of a sweep
 
 

@@ -214,3 +214,17 @@ def test_best_pt_beside_last_pt_holds_no_resume_state_and_a_resume_from_it_says_
     alone = tmp_path / "alone"
     assert run_cli("train", *TINY, "trainer.epochs=1", "trainer.checkpoint.save_last=false", f"hydra.run.dir={alone}")[0] == 0
     assert {"optimizer", "rng"} <= torch.load(alone / "checkpoints" / "best.pt", weights_only=True).keys()
+
+
+def test_resume_auto_on_a_finished_run_keeps_it_as_it_was(run_cli, tmp_path):
+    """What a sweep resumed as a whole does with its finished jobs, for one run: nothing trained
+    or written, Hydra's record of the run put back, exit 0; asked to continue it by path, refused."""
+    run = tmp_path / "run"
+    assert run_cli("train", *TINY, "trainer.epochs=1", f"hydra.run.dir={run}")[0] == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.suffix != ".log"}
+    code, out, err = run_cli("train", *TINY, "trainer.epochs=1", "trainer.resume=auto", f"hydra.run.dir={run}")
+    assert code == 0, err
+    assert f"the run in {run} has already trained its 1 epoch (last.pt" in out + err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and p.suffix != ".log"} == before
+    clean(*run_cli("train", *TINY, "trainer.epochs=1", f"trainer.resume={run}/checkpoints/last.pt",
+                   f"hydra.run.dir={tmp_path / 'other'}"), 2, "nothing is left to train")

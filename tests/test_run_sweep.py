@@ -118,8 +118,9 @@ def test_ctrl_c_in_a_sweep_then_the_jobs_command_then_the_sweeps_keeps_every_fin
     second = _kept(tmp_path / "1")
     done = subprocess.run(sweep_cmd, env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert "has already trained all 3 epochs" in done.stdout + done.stderr
+    assert "has already trained its 3 epochs" in done.stdout + done.stderr
     assert _kept(tmp_path / "0") == finished and _kept(tmp_path / "1") == second  # kept, not trained again
+    assert "trainer.resume" not in (tmp_path / "0" / ".hydra" / "overrides.yaml").read_text()  # its record too
     assert not list(tmp_path.glob("*/failed.json"))
     assert _summary(tmp_path) == [("3", " ".join(str(tmp_path / j) for j in "012"))]
 
@@ -178,8 +179,12 @@ def test_a_job_refused_in_a_folder_holding_a_run_leaves_that_run_as_it_was(run_c
         with (tmp_path / job / ".hydra" / "overrides.yaml").open("a") as handle:
             handle.write("- optimizer.lr=0.5\n")
     kept = {job: _kept(tmp_path / job) for job in "01"}
+    records = {p: p.read_bytes() for p in tmp_path.glob("*/.hydra/*.yaml")}
     code, out, err = run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=0,1", "optimizer.lr=0.5",
                              "trainer.resume=auto", f"hydra.sweep.dir={tmp_path}")
     assert code == 2 and "2 of 2 sweep jobs failed" in err and "was trained with optimizer.lr=" in err, err
     assert "Traceback" not in out + err
     assert not list(tmp_path.glob("*/failed.json")) and {job: _kept(tmp_path / job) for job in "01"} == kept
+    # Hydra wrote this sweep's record over each job's before the job could refuse: it is put back
+    assert {p: p.read_bytes() for p in tmp_path.glob("*/.hydra/*.yaml")} == records
+    assert not (tmp_path / sweep.KEPT).exists() and not (tmp_path / ".lock").exists()

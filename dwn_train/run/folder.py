@@ -64,6 +64,15 @@ class RunFolder:
             return []
         return [str(o) for o in found] if isinstance(found, list) else []
 
+    def hydra_files(self) -> dict[str, bytes]:
+        """Hydra's record of how the folder's run was made (.hydra/*.yaml), by name, to be put back
+        (`put_back`) where a later command that Hydra recorded over it did not touch the run."""
+        return {p.name: p.read_bytes() for p in self.hydra.glob("*.yaml")} if self.hydra.is_dir() else {}
+
+    def put_back(self, files: dict[str, bytes]) -> None:
+        for name, content in files.items():
+            (self.hydra / name).write_bytes(content)
+
     def checkpoint_files(self) -> list[Path]:
         return sorted(self.checkpoints.glob("*.pt")) if self.checkpoints.is_dir() else []
 

@@ -154,8 +154,9 @@ def early_lock(argv: list[str], world: int = 1):
     """dwn-train with hydra.run.dir=DIR (the one way two runs can meet in one folder): hold DIR
     before Hydra writes its files there, so a refused second run changes nothing of the first,
     and put back the first run's .hydra files when Hydra's rewrite of them belonged to a command
-    that was then refused (exit 2: a resume with other settings, a bad value) before it began
-    rewriting the folder's records (lock.begin), so the folder still says how its run was trained.
+    that was then refused (exit 2: a resume with other settings, a bad value) or that found the
+    run finished (trainer.resume=auto) before it began rewriting the folder's records
+    (lock.begin), so the folder still says how its run was trained.
     Under torchrun the trainer takes it (only it knows the strategy)."""
     given = named_dir(argv, "hydra.run.dir")
     if not given or multirun(argv) or world > 1:
@@ -165,11 +166,12 @@ def early_lock(argv: list[str], world: int = 1):
 
     note_made(Path(given))
     with own(RunFolder(given)) as folder:
-        kept = {path: path.read_bytes() for path in folder.hydra.glob("*.yaml")} if folder.hydra.is_dir() else {}
+        kept = folder.hydra_files()
         try:
             yield
         except SystemExit as exc:
-            if exc.code == 2 and kept and not begun(folder):
-                for path, content in kept.items():
-                    path.write_bytes(content)
+            if exc.code == 2 and not begun(folder):
+                folder.put_back(kept)
             raise
+        if not begun(folder):  # a finished run that trainer.resume=auto kept as it was
+            folder.put_back(kept)

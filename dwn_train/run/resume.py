@@ -86,8 +86,8 @@ class Resume:
     def done(self, folder: RunFolder) -> str:
         """What a finished run met by trainer.resume=auto says (it is kept as it is)."""
         best = f", best {self.payload.get('monitor')} {self.best:.4f}" if isinstance(self.best, float) else ""
-        return (f"the run in {folder.path} has already trained all {self.epoch} epochs ({self.path.name}{best}): "
-                "kept as it is; raise trainer.epochs to train it further.")
+        return (f"the run in {folder.path} has already trained its {self.epoch} epoch{'s' * (self.epoch != 1)} "
+                f"({self.path.name}{best}): kept as it is; raise trainer.epochs to train it further.")
 
     def encoder(self, encoding_cfg):
         """The fitted thermometer the run was trained with."""

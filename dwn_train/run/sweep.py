@@ -21,6 +21,7 @@ join it again, so its summary has them all.
 from __future__ import annotations
 
 import json
+import shutil
 import uuid
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from .lock import hold, holder, release
 
 STARTED = ".sweep_started"
 REFUSED = ".sweep_refused.jsonl"  # jobs refused in a folder holding a run (refuse)
+KEPT = ".sweep_kept"  # the .hydra records of the job folders holding runs, while the sweep runs (put_back)
 _held: dict = {}  # sweep folder -> the open handle of its .lock (the launching process holds it)
 
 
@@ -63,12 +65,38 @@ def start(sweep_dir: Path, overrides: list[str], words: list[str], planned: list
             _remove_if_empty(sweep_dir)
         raise
     _write(sweep_dir / STARTED, json.dumps({"id": uuid.uuid4().hex, "words": list(words)}) + "\n")
+    _keep(sweep_dir, trains)
 
 
 def end(sweep_dir: Path) -> None:
     handle = _held.pop(sweep_dir.resolve(), None)
     if handle is not None:
         release(handle)
+        shutil.rmtree(sweep_dir / KEPT, ignore_errors=True)
+
+
+def _keep(sweep_dir: Path, trains: bool) -> None:
+    """Hydra rewrites a job folder's .hydra record before the job can look at it: keep the record
+    of every job folder that holds a run, in the sweep folder, for `put_back`."""
+    shutil.rmtree(sweep_dir / KEPT, ignore_errors=True)
+    if not trains:
+        return
+    for job in (RunFolder(p) for p in sweep_dir.iterdir() if p.is_dir() and p.name != KEPT):
+        if job.holds_run():
+            try:
+                for name, content in job.hydra_files().items():
+                    (sweep_dir / KEPT / job.path.name).mkdir(parents=True, exist_ok=True)
+                    (sweep_dir / KEPT / job.path.name / name).write_bytes(content)
+            except OSError:
+                pass  # an unreadable record, or a full disk: nothing to put back
+
+
+def put_back(sweep_dir: Path, job: RunFolder) -> None:
+    """A job that met a run in its folder and left it as it was (refused, or found it finished):
+    the run's .hydra record as it was before Hydra wrote this job's over it."""
+    kept = sweep_dir / KEPT / job.path.name
+    if kept.is_dir():
+        job.put_back({p.name: p.read_bytes() for p in kept.glob("*.yaml")})
 
 
 def check_jobs(sweep_dir: Path, overrides: list[str], planned: list[list[str]] | None, trains: bool = True) -> None:
