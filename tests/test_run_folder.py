@@ -10,7 +10,7 @@ import pytest
 from dwn_train.errors import RunError
 from dwn_train.run.folder import RunFolder
 from dwn_train.run.lock import own
-from helpers.runs import TINY, clean
+from helpers.runs import TINY, clean, metric_rows
 
 
 def test_a_folder_holds_a_run_when_it_has_a_checkpoint_or_a_metrics_row(tmp_path):
@@ -119,3 +119,16 @@ def test_a_job_run_again_in_its_folder_forgets_its_old_failure(run_cli, tmp_path
     (tmp_path / "failed.json").write_text('{"exit_code": 1, "error": "disk full"}')
     clean(*run_cli("train", *TINY, "trainer.epochs=1", f"hydra.run.dir={tmp_path}"), 0, "dwn-train")
     assert not (tmp_path / "failed.json").exists()
+
+
+def test_overwrite_through_dwn_train_keeps_the_users_files_in_checkpoints(run_cli, tmp_path):
+    run = tmp_path / "run"
+    assert run_cli("train", *TINY, "trainer.epochs=1", f"hydra.run.dir={run}")[0] == 0
+    mine = {run / "checkpoints" / "mine.pt": b"my own weights", run / "checkpoints" / "notes.txt": b"notes"}
+    for path, content in mine.items():
+        path.write_bytes(content)
+    old = (run / "checkpoints" / "last.pt").read_bytes()
+    assert run_cli("train", *TINY, "trainer.epochs=1", "trainer.seed=5", "trainer.resume=overwrite",
+                   f"hydra.run.dir={run}")[0] == 0
+    assert all(path.read_bytes() == content for path, content in mine.items())
+    assert (run / "checkpoints" / "last.pt").read_bytes() != old and len(metric_rows(run)) == 1

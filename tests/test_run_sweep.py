@@ -188,3 +188,17 @@ def test_a_job_refused_in_a_folder_holding_a_run_leaves_that_run_as_it_was(run_c
     # Hydra wrote this sweep's record over each job's before the job could refuse: it is put back
     assert {p: p.read_bytes() for p in tmp_path.glob("*/.hydra/*.yaml")} == records
     assert not (tmp_path / sweep.KEPT).exists() and not (tmp_path / ".lock").exists()
+
+
+def test_a_sweep_meeting_a_job_folder_a_live_run_owns_is_refused_before_any_job(run_cli, tmp_path):
+    """Following a job's resume command while its sweep is resumed too: the sweep waits its turn."""
+    from dwn_train.run.lock import own
+
+    assert run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=0,1", f"hydra.sweep.dir={tmp_path}")[0] == 0
+    kept = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    with own(RunFolder(tmp_path / "1")):  # a dwn-train resuming job 1 on its own, still running
+        code, out, err = run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=0,1", "trainer.resume=auto",
+                                 f"hydra.sweep.dir={tmp_path}")
+    assert code == 2 and f"the sweep folder's job folder {tmp_path / '1'} is in use by a running dwn-train (pid " \
+        f"{os.getpid()})" in err and "Traceback" not in out + err
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == kept
