@@ -91,7 +91,7 @@ def _fail(name: str, exc: Exception, folder: RunFolder, job: str, sweep_dir: Pat
     print(message, file=sys.stderr)
     folder.append_log(job, message + "\n")  # the job's log (Hydra's file handler) says why the run ended
     if sweep_dir is None and exc.exit_code == 2 and precheck.made(folder.path) and not begun(folder):
-        shutil.rmtree(precheck.made(folder.path), ignore_errors=True)  # refused before it started: leave no folder
+        _remove_made(folder.path, precheck.made(folder.path))  # refused before it started: leave no folder
     if sweep_dir is not None and not isinstance(exc, Interrupted):
         if held and not begun(folder):
             from .run.sweep import refuse
@@ -102,6 +102,19 @@ def _fail(name: str, exc: Exception, folder: RunFolder, job: str, sweep_dir: Pat
         except OSError:
             pass  # an unwritable folder was the error itself
     sys.exit(exc.exit_code)
+
+
+def _remove_made(path: Path, top: Path) -> None:
+    """Remove the run folder, then each folder above it up to `top` (all made by this command)
+    while it is empty: another run may have put its folder beside this one meanwhile."""
+    shutil.rmtree(path, ignore_errors=True)
+    path = path.resolve()
+    while path != top and top in path.parents:
+        path = path.parent
+        try:
+            path.rmdir()
+        except OSError:
+            return
 
 
 class RunStart(Callback):
@@ -171,8 +184,9 @@ def _entry(name: str, app) -> None:
     except SystemExit as exc:
         # Hydra exits 1 when the config cannot be composed: that is the user's input, so 2
         if exc.code == 1 and not precheck.started():
-            sentence = precheck.composition_sentence(held.take())
-            print(f"{name}: error: {sentence}" if sentence else held.take(), file=held.real, end="\n" if sentence else "")
+            text = held.take()
+            sentence = precheck.composition_sentence(text)
+            print(f"{name}: error: {sentence}" if sentence else text, file=held.real, end="\n" if sentence else "")
             sys.exit(2)
         raise
     except KeyboardInterrupt as exc:  # before a job started (composing the config) or after it ended

@@ -151,14 +151,14 @@ class _Checkpoints:
         payload = lambda resumable: make_payload(**self.parts, epoch=progress.epoch, step=progress.step,  # noqa: E731
                                                  best_metric=self.best, monitor=self.monitor, config=self.config,
                                                  resumable=resumable)
+        if self.keep.save_last:  # first: a kill between the two writes leaves a resumable folder
+            save_checkpoint(payload(resumable=True), self.folder.last)
+            progress.saved = (progress.epoch, self.folder.last)
         if improved and self.keep.save_best:
             # beside a last.pt, best.pt holds what evaluation and export read; alone, what a resume reads too
             save_checkpoint(payload(resumable=not self.keep.save_last), self.folder.best)
             if not self.keep.save_last:  # then the one a resume can start from
                 progress.saved = (progress.epoch, self.folder.best)
-        if self.keep.save_last:
-            save_checkpoint(payload(resumable=True), self.folder.last)
-            progress.saved = (progress.epoch, self.folder.last)
 
 
 def _finish(cfg, folder: RunFolder, log: MetricsLog, checkpoints: _Checkpoints, ctx) -> float:
