@@ -2,7 +2,7 @@
 
 Exit status: 0 done; 2 a user error (a DWNError: one sentence naming the value, file or key, or a
 config Hydra cannot compose); 1 the environment stopped the run (a RunError or an OSError: disk
-full, unwritable folder, a verification mismatch); 130 Ctrl-C. Never a traceback for these. In a
+full, unwritable folder, a verification mismatch); 130/143/138 Ctrl-C, SIGTERM, SIGUSR1. Never a traceback for these. In a
 sweep (-m) a failed job leaves failed.json in its folder and returns NaN, and the other jobs run
 on; the sweep ends with one line naming the failed jobs and a non-zero status (dwn_train/sweep.py).
 
