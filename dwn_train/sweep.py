@@ -23,6 +23,13 @@ from .run import precheck, sweep
 from .run.command import config_flags, sets
 
 
+def _arguments(config) -> list[str]:
+    """What a sweeper sweeps over, as both Hydra sweepers gather it: hydra.sweeper.params, then the
+    command line's overrides."""
+    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
+    return params + list(config.hydra.overrides.task)
+
+
 def _check_search_space(config) -> None:
     """Optuna's sweeper builds its search space only once the sweep has begun, and reports one it
     cannot (an interval whose low bound is above its high bound, say) with a traceback: build it
@@ -31,9 +38,8 @@ def _check_search_space(config) -> None:
         return
     from hydra_plugins.hydra_optuna_sweeper._impl import create_params_from_overrides
 
-    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
     try:
-        create_params_from_overrides(params + list(config.hydra.overrides.task))
+        create_params_from_overrides(_arguments(config))
     except Exception as exc:  # whatever the sweeper or Optuna's distributions refuse
         raise DWNError(f"the Optuna sweeper cannot search this space: {first_line(exc).split(': ', 1)[-1].rstrip('.')}"
                        " (hydra.sweeper.params and the sweep overrides).") from None
@@ -47,9 +53,8 @@ def _planned(config) -> list[list[str]] | None:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    params = [f"{key}={value}" for key, value in (config.hydra.sweeper.get("params") or {}).items()]
     try:
-        parsed = OverridesParser.create().parse_overrides(params + list(config.hydra.overrides.task))
+        parsed = OverridesParser.create().parse_overrides(_arguments(config))
         return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     except Exception:  # a sweep Hydra itself will refuse, with its own message
         return None
