@@ -234,6 +234,10 @@ def test_what_hydra_or_a_sweeper_would_report_with_a_traceback_is_one_sentence(r
     clean(*run_cli("train", "trainer.batch_size=1e12", f"hydra.run.dir={tmp_path}/a"), 2,
           "dwn-train: error: trainer.batch_size=1e12: Value '1000000000000.0' of type 'float' could not be converted "
           "to Integer.")
+    # a config group option that does not exist: the options, without Hydra's search path
+    clean(*run_cli("train", "model=nope", f"hydra.run.dir={tmp_path}/a"), 2,
+          "dwn-train: error: In 'train': Could not find 'model/nope'; Available options in 'model': "
+          "breast_cancer_small, digits_small, mnist_2layer.")
     # a run folder name longer than the file system allows
     clean(*run_cli("train", *TINY, f"hydra.run.dir={tmp_path}/{'a' * 300}"), 1,
           f"the run folder {tmp_path}/{'a' * 300} cannot be made (File name too long)")

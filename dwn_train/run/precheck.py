@@ -136,6 +136,10 @@ def composition_sentence(text: str) -> str | None:
     merging = "Error merging override "
     if lines[0].startswith(merging) and len(lines) > 1:
         lines = [f"{lines[0][len(merging):]}: {lines[1]}", *lines[2:]]
+    lines = lines[:next((i for i, line in enumerate(lines) if line.startswith("Config search path")), len(lines))]
+    listed = next((i for i, line in enumerate(lines) if line.endswith(":")), None)
+    if listed is not None and listed + 1 < len(lines):  # 'Available options in X:' then one option a line
+        lines = [*lines[:listed], f"{lines[listed]} {', '.join(lines[listed + 1:])}"]
     sentence = "; ".join(line.rstrip(".") for line in lines)
     if key and key not in sentence:
         sentence += f" (key {key})"
