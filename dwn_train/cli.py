@@ -24,11 +24,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
+from omegaconf import ListConfig
 
 from .config import EvalConfig, ExportConfig, TrainConfig, register_configs
 from .errors import DWNError, Interrupted, RunError, os_reason
 from .resources import conf_dir, version
-from .run import precheck
+from .run import precheck, sweep
 from .run.folder import RunFolder
 from .run.interrupt import by, exit_code, stop_anywhere
 from .run.lock import begun, forget
@@ -45,16 +46,11 @@ def _run(name: str, schema, work, cfg):
         sys.stderr.release()
     hydra_cfg = HydraConfig.get()
     folder, job = RunFolder(hydra_cfg.runtime.output_dir), hydra_cfg.job.name
-    sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    sweep_dir = Path(hydra_cfg.runtime.cwd) / hydra_cfg.sweep.dir if sweep else None
-    held = folder.holds_run()  # a run from before this command: a refusal must leave it as it is
     forget(folder)
     folder.failed.unlink(missing_ok=True)  # a job run again in its folder starts clean
-    if sweep:
-        from .run.sweep import join
-
-        join(sweep_dir, folder, Path(hydra_cfg.runtime.cwd))
-    fail = lambda exc: _fail(name, exc, folder, job, sweep_dir, held)
+    cwd = Path(hydra_cfg.runtime.cwd)
+    in_sweep = sweep.Job.starts(Path(hydra_cfg.sweep.dir), folder, cwd) if hydra_cfg.mode == RunMode.MULTIRUN else None
+    fail = lambda exc: _fail(name, exc, folder, job, in_sweep)
     try:
         from .validate import check_composed
 
@@ -69,38 +65,38 @@ def _run(name: str, schema, work, cfg):
     except (DWNError, RunError, Interrupted) as exc:
         fail(exc)
     except Exception as exc:  # a fault of ours: a single run shows the traceback; a sweep goes on
-        if sweep_dir is None:
+        if in_sweep is None:
             raise
         folder.append_log(job, traceback.format_exc())
         fail(RunError(f"internal error ({type(exc).__name__}: {os_reason(exc)}); its traceback is in "
                       f"{folder.log(job)}, please report it"))
     finally:
-        if sweep_dir is not None and held and not begun(folder):  # the run met is as it was, its record too
-            from .run.sweep import put_back
-
-            put_back(sweep_dir, folder)
-    return float("nan")  # a failed job of a sweep
+        if in_sweep is not None:
+            in_sweep.ends()
+    return _failed_value(hydra_cfg.sweeper.get("direction"))  # a failed job of a sweep
 
 
-def _fail(name: str, exc: Exception, folder: RunFolder, job: str, sweep_dir: Path | None, held: bool) -> None:
+def _failed_value(direction):
+    """What a failed job of a sweep returns: NaN; to a sweeper with a direction (Optuna's), the
+    worst value of each direction (-inf where it maximises, inf where it minimises), a complete
+    but worst trial: it cannot record a NaN (its failure path raises)."""
+    if direction is None:
+        return float("nan")
+    worst = lambda way: float("-inf") if "max" in str(way).lower() else float("inf")  # noqa: E731
+    return [worst(way) for way in direction] if isinstance(direction, (list, ListConfig)) else worst(direction)
+
+
+def _fail(name: str, exc: Exception, folder: RunFolder, job: str, in_sweep: "sweep.Job | None") -> None:
     """Report `exc` as one sentence on stderr and in the job's log; exit, or, in a sweep, record
-    the failure (failed.json in the job's folder; in the sweep folder where the job was refused
-    in a folder holding a run it never touched) and let the sweep go on."""
+    the failure (sweep.Job.failed) and let the sweep go on."""
     label = "" if isinstance(exc, Interrupted) else "error: "
     message = f"{name}: {label}{exc}"
     print(message, file=sys.stderr)
     folder.append_log(job, message + "\n")  # the job's log (Hydra's file handler) says why the run ended
-    if sweep_dir is None and exc.exit_code == 2 and precheck.made(folder.path) and not begun(folder):
+    if in_sweep is None and exc.exit_code == 2 and precheck.made(folder.path) and not begun(folder):
         _remove_made(folder.path, precheck.made(folder.path))  # refused before it started: leave no folder
-    if sweep_dir is not None and not isinstance(exc, Interrupted):
-        if held and not begun(folder):
-            from .run.sweep import refuse
-
-            return refuse(sweep_dir, folder, exc.exit_code, str(exc))
-        try:
-            return folder.record_failure(exc.exit_code, str(exc))
-        except OSError:
-            pass  # an unwritable folder was the error itself
+    if in_sweep is not None and not isinstance(exc, Interrupted) and in_sweep.failed(exc.exit_code, str(exc)):
+        return
     sys.exit(exc.exit_code)
 
 
@@ -131,17 +127,15 @@ def _train_app(cfg):
         from .train import train
 
         hydra_cfg, (world, rank, local) = HydraConfig.get(), _torchrun()
-        overrides, sweep = list(hydra_cfg.overrides.task), None
+        overrides, whole = list(hydra_cfg.overrides.task), None
         if hydra_cfg.mode == RunMode.MULTIRUN:  # the command that resumes the whole sweep, as it was started
-            from .run.sweep import marker
-
             sweep_dir = Path(hydra_cfg.runtime.cwd) / hydra_cfg.sweep.dir
-            words = marker(sweep_dir)
-            sweep = (tuple(words), sweep_dir) if words is not None else None
+            words = sweep.marker(sweep_dir)
+            whole = (tuple(words), sweep_dir) if words is not None else None
         if rank == 0:
             print(f"dwn-train: overrides: {' '.join(overrides) or 'none'}  (whole config: "
                   f"{RunFolder(run_dir).hydra / 'config.yaml'})")
-        return train(cfg, run_dir, Command.launched(sys.argv[1:], overrides, world, local, sweep))
+        return train(cfg, run_dir, Command.launched(sys.argv[1:], overrides, world, local, whole))
 
     return _run("dwn-train", TrainConfig, work, cfg)
 
@@ -198,6 +192,7 @@ def _entry(name: str, app) -> None:
         print(f"{name}: error: {exc}.", file=sys.stderr)
         sys.exit(2)
     finally:
+        sweep.end_all()  # a sweep stopped before its end gives its folder up
         held.release()
         sys.stderr = held.real
 

@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
-from .errors import DWNError, first_line
+from .errors import DWNError, RunError, first_line
 from .run import precheck, sweep
 from .run.command import config_flags, sets
 
@@ -46,10 +47,14 @@ def _check_search_space(config) -> None:
 
 
 def _planned(config) -> list[list[str]] | None:
-    """Each job's overrides in job order, as Hydra's basic sweeper will make them (also under the
-    joblib and submitit launchers); None for another sweeper (Optuna's makes them up as it goes)."""
+    """Each job's overrides by job folder number, as Hydra's basic sweeper will make them (also
+    under the joblib and submitit launchers); [] where job folders are not named by number (a
+    custom hydra.sweep.subdir) or Hydra will refuse the sweep; None for a sweeper that draws its
+    jobs as it goes (Optuna's)."""
     if not str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
         return None
+    if OmegaConf.to_container(config.hydra.sweep, resolve=False).get("subdir") != "${hydra.job.num}":
+        return []
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
@@ -57,18 +62,26 @@ def _planned(config) -> list[list[str]] | None:
         parsed = OverridesParser.create().parse_overrides(_arguments(config))
         return [list(job) for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
     except Exception:  # a sweep Hydra itself will refuse, with its own message
-        return None
+        return []
+
+
+def _words(config) -> list[str]:
+    """What the command resuming the sweep repeats: the configuration flags, Hydra's overrides
+    (launcher, sweeper, subdir, ...) and the task's, less trainer.resume and the sweep folder (the
+    resume command sets both)."""
+    mine = lambda o: sets(o, "hydra.sweep.dir") or sets(o, "hydra.mode") or sets(o, "trainer.resume")
+    given = OmegaConf.to_container(config.hydra.overrides, resolve=False)  # as written: x${hydra.job.num}
+    return [*config_flags(sys.argv[1:]), *(o for o in [*given["hydra"], *given["task"]] if not mine(o))]
 
 
 class SweepReport(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         sweep_dir, app = Path(config.hydra.sweep.dir), config.hydra.help.app_name
-        overrides = list(config.hydra.overrides.task)
-        words = config_flags(sys.argv[1:]) + [o for o in overrides if not sets(o, "trainer.resume")]
         try:
             _check_search_space(config)
-            sweep.start(sweep_dir, overrides, words, _planned(config), trains=app == "dwn-train")
-        except DWNError as exc:
+            sweep.start(sweep_dir, list(config.hydra.overrides.task), _words(config), _planned(config),
+                        trains=app == "dwn-train")
+        except (DWNError, RunError) as exc:  # raised in a callback, Hydra would warn and go on
             print(f"{app}: error: {exc}", file=sys.stderr)
             sys.exit(exc.exit_code)
         precheck.mark_started()  # from here on an exit status is ours, not a composition error's
@@ -89,6 +102,6 @@ class SweepReport(Callback):
         failures = [(job.folder.name, job.exit_code, job.failed) for job in failed] + refused
         if not failures:
             return
-        details = "; ".join(f"job {name}: {error}" for name, _, error in failures)
+        details = "; ".join(f"job {name}: {error.rstrip('.')}" for name, _, error in failures)
         print(f"{app}: {len(failures)} of {len(folders) + len(refused)} sweep jobs failed ({sweep_dir}): {details}", file=sys.stderr)
         sys.exit(max(code for _, code, _ in failures))

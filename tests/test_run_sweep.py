@@ -47,7 +47,7 @@ def test_membership_is_the_sweeps_id_and_jobs_come_in_job_order(tmp_path):
     sweep.end(tmp_path)
     for name in ("10", "2", "extra"):
         (tmp_path / name / ".hydra").mkdir(parents=True)
-        sweep.join(tmp_path, RunFolder(tmp_path / name), tmp_path)
+        sweep.join(tmp_path, RunFolder(tmp_path / name))
     (tmp_path / "old" / ".hydra").mkdir(parents=True)
     (tmp_path / "old" / ".sweep_id").write_text("an earlier sweep\n")
     (tmp_path / "empty").mkdir()  # no record of any command: not a job
@@ -108,6 +108,7 @@ def test_ctrl_c_in_a_sweep_then_the_jobs_command_then_the_sweeps_keeps_every_fin
     os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in out + err, err
+    assert not (tmp_path / ".lock").exists()  # a stopped sweep gives its folder up
     job_cmd = shlex.split(err.split("resume this job with `")[1].split("`")[0])
     sweep_cmd = shlex.split(err.split("resume the whole sweep (its finished jobs are kept) with `")[1].split("`")[0])
     assert sweep_cmd[:2] == ["dwn-train", "-m"] and "trainer.seed=0,1,2" in sweep_cmd
@@ -178,15 +179,15 @@ def test_a_job_refused_in_a_folder_holding_a_run_leaves_that_run_as_it_was(run_c
     for job in "01":
         with (tmp_path / job / ".hydra" / "overrides.yaml").open("a") as handle:
             handle.write("- optimizer.lr=0.5\n")
-    kept = {job: _kept(tmp_path / job) for job in "01"}
-    records = {p: p.read_bytes() for p in tmp_path.glob("*/.hydra/*.yaml")}
+    jobs = lambda: {p: p.read_bytes() for p in tmp_path.glob("[01]/**/*") if p.is_file()}  # noqa: E731
+    kept = jobs()
     code, out, err = run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=0,1", "optimizer.lr=0.5",
                              "trainer.resume=auto", f"hydra.sweep.dir={tmp_path}")
     assert code == 2 and "2 of 2 sweep jobs failed" in err and "was trained with optimizer.lr=" in err, err
     assert "Traceback" not in out + err
-    assert not list(tmp_path.glob("*/failed.json")) and {job: _kept(tmp_path / job) for job in "01"} == kept
-    # Hydra wrote this sweep's record over each job's before the job could refuse: it is put back
-    assert {p: p.read_bytes() for p in tmp_path.glob("*/.hydra/*.yaml")} == records
+    # Hydra wrote this sweep's record over each job's, the job its sweep id and log lines, before
+    # it could refuse: all put back, so the job folders are byte for byte as they were
+    assert jobs() == kept and not list(tmp_path.glob("*/failed.json"))
     assert not (tmp_path / sweep.KEPT).exists() and not (tmp_path / ".lock").exists()
 
 
@@ -202,3 +203,56 @@ def test_a_sweep_meeting_a_job_folder_a_live_run_owns_is_refused_before_any_job(
     assert code == 2 and f"the sweep folder's job folder {tmp_path / '1'} is in use by a running dwn-train (pid " \
         f"{os.getpid()})" in err and "Traceback" not in out + err
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == kept
+
+
+def _held_job(sweep_dir, name, overrides):
+    job = sweep_dir / name
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+    (job / "checkpoints").mkdir()
+    (job / "checkpoints" / "last.pt").write_bytes(b"")
+
+
+def test_a_resumed_sweep_may_change_what_a_resume_may_and_is_matched_by_job_number_only_where_folders_are(tmp_path):
+    _held_job(tmp_path, "0", ["trainer.seed=0", "trainer.epochs=3"])
+    _held_job(tmp_path, "1", ["trainer.seed=1", "trainer.epochs=3"])
+    auto = ["trainer.seed=0,1", "trainer.resume=auto"]
+    # more epochs and threads: what a resume may change (config.RESUME_MAY_CHANGE)
+    sweep.check_jobs(tmp_path, auto, [["trainer.seed=0", "trainer.epochs=5", "trainer.threads=2"],
+                                      ["trainer.seed=1", "trainer.epochs=5", "trainer.threads=2"]])
+    with pytest.raises(DWNError, match=r"holds other runs than this sweep's \(job folders 1: job 1 ran "
+                                       r"`trainer.seed=1`, this sweep's job 1 is `trainer.seed=2`\)"):
+        sweep.check_jobs(tmp_path, auto, [["trainer.seed=0"], ["trainer.seed=2"]])
+    sweep.check_jobs(tmp_path, auto, [])  # folders not named by job number: each job checks its own run
+    # a sweeper that draws its jobs as it goes (Optuna) cannot be matched to the runs at all
+    with pytest.raises(DWNError, match=r"holds runs \(job folders 0, 1\) that this sweeper's jobs cannot be matched "
+                                       r"to .* start the search in another folder"):
+        sweep.check_jobs(tmp_path, auto, None)
+    sweep.check_jobs(tmp_path, ["trainer.resume=overwrite"], None)
+
+
+def test_the_sweeps_resume_command_repeats_hydras_overrides_as_they_were_written(run_cli, tmp_path):
+    """The launcher, the sweeper and a job folder pattern are Hydra's overrides, not the task's:
+    the command that resumes the sweep repeats them, less the sweep folder (it names its own)."""
+    code, _, err = run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=0", "hydra/launcher=basic",
+                           "hydra.sweep.subdir=job${hydra.job.num}", f"hydra.sweep.dir={tmp_path}")
+    assert code == 0, err
+    words = sweep.marker(tmp_path)
+    assert words[:2] == ["hydra/launcher=basic", "hydra.sweep.subdir=job${hydra.job.num}"]
+    assert words[2:] == [*ONE_EPOCH, "trainer.seed=0"]
+    assert (tmp_path / "job0" / ".sweep_id").is_file() and not (tmp_path / ".lock").exists()
+
+
+def test_failed_jobs_of_an_optuna_sweep_are_its_worst_trials_not_a_traceback(run_cli, tmp_path):
+    """Hydra's Optuna sweeper raises on a NaN trial value: a failed job returns the worst value of
+    the direction, the search goes on, and the sweep ends with the line naming its failed jobs."""
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import yaml
+
+    code, out, err = run_cli("train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
+                             "hydra.sweeper.direction=maximize", *ONE_EPOCH, "optimizer.lr=interval(0.001,0.01)",
+                             "trainer.batch_size=0", f"hydra.sweep.dir={tmp_path}")
+    assert code == 2 and "Traceback" not in out + err, err
+    assert f"2 of 2 sweep jobs failed ({tmp_path}): job 0: trainer.batch_size must be a positive integer; got 0; " \
+           "job 1:" in err
+    assert yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())["best_value"] == float("-inf")

@@ -52,9 +52,20 @@ def override(key: str, value) -> str:
     return shlex.quote(f"~{key}" if value is ABSENT else f"{key}={override_value(value)}")
 
 
+def override_key(override: str) -> str:
+    """The key a command-line override (key=v, +key=v, ++key=v, ~key=v or ~key) is about."""
+    return override.lstrip("+~").split("=", 1)[0]
+
+
 def sets(override: str, key: str) -> bool:
-    """Whether a command-line override (key=v, +key=v, ++key=v or ~key=v) is about `key`."""
-    return override.lstrip("+~").startswith(key + "=")
+    """Whether a command-line override is about `key`."""
+    return override_key(override) == key
+
+
+def value_of(overrides: list[str], key: str) -> str | None:
+    """The value the last of `overrides` about `key` gives it, as written; None where none is."""
+    found = [o.split("=", 1)[1] if "=" in o else None for o in overrides if sets(o, key)]
+    return found[-1] if found else None
 
 
 def config_flags(argv: list[str]) -> list[str]:

@@ -11,18 +11,35 @@
     failed.json              a sweep job that failed: its exit code and error (dwn_train/report.py reads it)
     .sweep_id                the id of the sweep the job belongs to (run/sweep.py)
 
-A folder *holds a run* when it has a checkpoint or a metrics row: that is what a fresh run would
-replace, and what a sweep into the folder would meet (`holds_run`).
+A folder *holds a run* when it has a checkpoint (last.pt or best.pt: the names dwn-train writes and
+`clear` removes) or a metrics row: that is what a fresh run would replace, and what a sweep into
+the folder would meet (`holds_run`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import is_int
+
+
+@dataclass(frozen=True)
+class Kept:
+    """RunFolder.keep(): files by path in the folder, and the length of each log."""
+    files: dict
+    logs: dict
+
+    def to_json(self) -> str:
+        return json.dumps({"files": {k: v.decode("latin-1") for k, v in self.files.items()}, "logs": self.logs})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Kept":
+        found = json.loads(text)
+        return cls({k: v.encode("latin-1") for k, v in found["files"].items()}, dict(found["logs"]))
 
 
 # how a refusal says to choose another folder
@@ -64,17 +81,37 @@ class RunFolder:
             return []
         return [str(o) for o in found] if isinstance(found, list) else []
 
-    def hydra_files(self) -> dict[str, bytes]:
-        """Hydra's record of how the folder's run was made (.hydra/*.yaml), by name, to be put back
-        (`put_back`) where a later command that Hydra recorded over it did not touch the run."""
-        return {p.name: p.read_bytes() for p in self.hydra.glob("*.yaml")} if self.hydra.is_dir() else {}
+    def keep(self) -> "Kept":
+        """What a command writes into the folder before it can refuse to touch the run there (or
+        find it finished), as it is now: Hydra's record (.hydra/*.yaml), the sweep id, the length
+        of each log. `put_back` restores it."""
+        files = {f".hydra/{p.name}": p.read_bytes() for p in self.hydra.glob("*.yaml")} if self.hydra.is_dir() else {}
+        if self.sweep_id.is_file():
+            files[self.sweep_id.name] = self.sweep_id.read_bytes()
+        return Kept(files, {p.name: p.stat().st_size for p in self.path.glob("*.log")})
 
-    def put_back(self, files: dict[str, bytes]) -> None:
-        for name, content in files.items():
-            (self.hydra / name).write_bytes(content)
+    def put_back(self, kept: "Kept", whole: bool = False) -> None:
+        """Hydra's record as `kept` says (the run met was left as it was); whole: also the sweep id
+        and the logs (lines written after `keep` removed), so the folder is as it was (a sweep's
+        job refused in a folder it never touched: the sweep folder records why)."""
+        for name, content in kept.files.items():
+            if name.startswith(".hydra/"):
+                (self.path / name).write_bytes(content)
+        if not whole:
+            return
+        if self.sweep_id.name in kept.files:
+            self.sweep_id.write_bytes(kept.files[self.sweep_id.name])
+        else:
+            self.sweep_id.unlink(missing_ok=True)
+        for log in self.path.glob("*.log"):
+            if log.name not in kept.logs:
+                log.unlink()
+            elif log.stat().st_size > kept.logs[log.name]:
+                os.truncate(log, kept.logs[log.name])
 
     def checkpoint_files(self) -> list[Path]:
-        return sorted(self.checkpoints.glob("*.pt")) if self.checkpoints.is_dir() else []
+        """The checkpoints dwn-train wrote here (by name: another file in checkpoints/ is the user's)."""
+        return [path for path in (self.best, self.last) if path.is_file()]
 
     def records(self, checkpoints_only: bool = False) -> list[str]:
         """What of a run the folder holds, as names relative to it: metrics.jsonl when it has

@@ -42,12 +42,15 @@ def started() -> bool:
 def note_made(path: Path) -> None:
     """Remember that `path`, if it does not exist yet, is the run folder this command is about to
     make (with the folders above it that do not exist either)."""
-    path = path.absolute()
-    top = path
-    while not top.parent.exists() and top.parent != top:
-        top = top.parent
-    if not path.exists():
-        _made.setdefault(path.resolve(), top)
+    try:  # (called in a Hydra callback, where an exception would be a warning, and the run goes on)
+        path = path.absolute()
+        top = path
+        while not top.parent.exists() and top.parent != top:
+            top = top.parent
+        if not path.exists():
+            _made.setdefault(path.resolve(), top)
+    except OSError:
+        pass  # a folder that cannot be looked at cannot be made either: Hydra says why
 
 
 def made(path: Path) -> Path | None:
@@ -160,7 +163,8 @@ def early_lock(argv: list[str], world: int = 1):
     and put back the first run's .hydra files when Hydra's rewrite of them belonged to a command
     that was then refused (exit 2: a resume with other settings, a bad value) or that found the
     run finished (trainer.resume=auto) before it began rewriting the folder's records
-    (lock.begin), so the folder still says how its run was trained.
+    (lock.begin), so the folder still says how its run was trained (its log says why the command
+    was refused).
     Under torchrun the trainer takes it (only it knows the strategy)."""
     given = named_dir(argv, "hydra.run.dir")
     if not given or multirun(argv) or world > 1:
@@ -170,7 +174,7 @@ def early_lock(argv: list[str], world: int = 1):
 
     note_made(Path(given))
     with own(RunFolder(given)) as folder:
-        kept = folder.hydra_files()
+        kept = folder.keep()
         try:
             yield
         except SystemExit as exc:

@@ -6,8 +6,10 @@ while it runs, which job folders belong to it, and the command that resumes it.
                             would meet runs it cannot continue (without trainer.resume: any run;
                             with trainer.resume=auto: a job folder holding another configuration's
                             run); then mark the sweep's start
-    end()                   give the sweep folder up (the sweep's summary is written)
-    join(...), members(...) which job folders are this sweep's
+    end(), end_all()        give the sweep folder up (the sweep's summary is written, or it was stopped)
+    Job.starts(...)         a job starts: it joins the sweep; .failed() records its failure where the
+                            summary reads it, .ends() puts back what it wrote into a run it left alone
+    members(...)            which job folders are this sweep's
     marker(sweep_dir)       the words of the command that started the sweep (for its resume command)
 
 The STARTED marker written into the sweep folder when a sweep begins holds a random id and the
@@ -23,16 +25,18 @@ from __future__ import annotations
 import json
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DWNError
-from .command import sets
-from .folder import ANOTHER_FOLDER, RunFolder
-from .lock import hold, holder, release
+from ..config import RESUME_MAY_CHANGE
+from .command import override_key, value_of
+from .folder import ANOTHER_FOLDER, Kept, RunFolder
+from .lock import begun, hold, holder, release
 
 STARTED = ".sweep_started"
 REFUSED = ".sweep_refused.jsonl"  # jobs refused in a folder holding a run (refuse)
-KEPT = ".sweep_kept"  # the .hydra records of the job folders holding runs, while the sweep runs (put_back)
+KEPT = ".sweep_kept"  # what jobs may write into the job folders holding runs, as it was (Job.ends)
 _held: dict = {}  # sweep folder -> the open handle of its .lock (the launching process holds it)
 
 
@@ -44,10 +48,12 @@ def job_order(path: Path):
 def start(sweep_dir: Path, overrides: list[str], words: list[str], planned: list[list[str]] | None,
           trains: bool = True) -> None:
     """Everything a sweep checks and marks before its first job (see the module doc). overrides:
-    the sweep's task overrides; words: what its resume command repeats (configuration flags and
-    overrides, less trainer.resume); planned: each job's overrides in job order (None: the sweeper
-    decides them as it goes); trains: a training sweep (dwn-eval's and dwn-export's jobs meet no
-    runs). Raises a DWNError, leaving the folder as it was."""
+    the sweep's task overrides; words: what its resume command repeats (configuration flags,
+    Hydra's overrides and the task's, less trainer.resume and the sweep folder); planned: each
+    job's overrides by job folder number ([] where folders are not named by number: a custom
+    hydra.sweep.subdir; None where the sweeper draws its jobs as it goes: Optuna); trains: a
+    training sweep (dwn-eval's and dwn-export's jobs meet no runs). Raises a DWNError, leaving the
+    folder as it was."""
     made = not sweep_dir.exists()
     end(sweep_dir)  # this process's earlier sweep into the folder, if one ended without its summary
     try:
@@ -75,28 +81,68 @@ def end(sweep_dir: Path) -> None:
         shutil.rmtree(sweep_dir / KEPT, ignore_errors=True)
 
 
+def end_all() -> None:
+    """Give up every sweep folder this process holds (a sweep stopped before its end: Ctrl-C)."""
+    for sweep_dir in list(_held):
+        end(sweep_dir)
+
+
 def _keep(sweep_dir: Path, trains: bool) -> None:
-    """Hydra rewrites a job folder's .hydra record before the job can look at it: keep the record
-    of every job folder that holds a run, in the sweep folder, for `put_back`."""
+    """Hydra rewrites a job folder's .hydra record before the job can look at it: keep what a job
+    may write into each job folder that holds a run (RunFolder.keep), in the sweep folder, for
+    Job.ends to put back."""
     shutil.rmtree(sweep_dir / KEPT, ignore_errors=True)
     if not trains:
         return
     for job in (RunFolder(p) for p in sweep_dir.iterdir() if p.is_dir() and p.name != KEPT):
         if job.holds_run():
             try:
-                for name, content in job.hydra_files().items():
-                    (sweep_dir / KEPT / job.path.name).mkdir(parents=True, exist_ok=True)
-                    (sweep_dir / KEPT / job.path.name / name).write_bytes(content)
+                (sweep_dir / KEPT).mkdir(exist_ok=True)
+                (sweep_dir / KEPT / f"{job.path.name}.json").write_text(job.keep().to_json())
             except OSError:
                 pass  # an unreadable record, or a full disk: nothing to put back
 
 
-def put_back(sweep_dir: Path, job: RunFolder) -> None:
-    """A job that met a run in its folder and left it as it was (refused, or found it finished):
-    the run's .hydra record as it was before Hydra wrote this job's over it."""
-    kept = sweep_dir / KEPT / job.path.name
-    if kept.is_dir():
-        job.put_back({p.name: p.read_bytes() for p in kept.glob("*.yaml")})
+@dataclass
+class Job:
+    """One job of the sweep running in `sweep_dir`, from its start (`Job.starts`) to its end
+    (`ends`); held: its folder held a run when it started, which a job refused before it began
+    (run/lock.begin) must leave as it was."""
+    sweep_dir: Path
+    folder: RunFolder
+    held: bool
+    refused: bool = False
+
+    @classmethod
+    def starts(cls, sweep_dir: Path, folder: RunFolder, cwd: Path) -> "Job":
+        """The job in `folder` starts (a relative sweep_dir is as the launching process named it,
+        from its working directory `cwd`): it joins the sweep."""
+        job = cls(cwd / sweep_dir, folder, folder.holds_run())
+        join(job.sweep_dir, folder)
+        return job
+
+    def failed(self, exit_code: int, error: str) -> bool:
+        """Record the job's failure where the sweep's summary reads it: failed.json in its folder,
+        or, where it was refused in a folder holding a run it never touched, the sweep folder
+        (`refuse`: failed.json there would hide that run from every summary). False when it
+        cannot be written (the unwritable folder was the error)."""
+        if self.held and not begun(self.folder):
+            self.refused = True
+            refuse(self.sweep_dir, self.folder, exit_code, error)
+            return True
+        try:
+            self.folder.record_failure(exit_code, error)
+        except OSError:
+            return False
+        return True
+
+    def ends(self) -> None:
+        """A job that met a run in its folder and left it as it was: Hydra's record of it is put
+        back; for a job refused there, also its sweep id and log lines (the sweep folder says why
+        it was refused). A finished run kept keeps this sweep's id and the line saying so."""
+        kept = self.sweep_dir / KEPT / f"{self.folder.path.name}.json"
+        if self.held and not begun(self.folder) and kept.is_file():
+            self.folder.put_back(Kept.from_json(kept.read_text()), whole=self.refused)
 
 
 def check_jobs(sweep_dir: Path, overrides: list[str], planned: list[list[str]] | None, trains: bool = True) -> None:
@@ -110,17 +156,22 @@ def check_jobs(sweep_dir: Path, overrides: list[str], planned: list[list[str]] |
             raise DWNError(f"the sweep folder's job folder {job.path} is in use by a running dwn-train (pid {pid}); "
                            f"wait for it to finish, then start the sweep again, or choose another folder "
                            f"({ANOTHER_FOLDER}).")
-    resume = [o.split("=", 1)[1] for o in overrides if sets(o, "trainer.resume")]
+    resume = value_of(overrides, "trainer.resume")
     held = [job for job in jobs if trains and job.holds_run()]
-    if not held or (resume and resume[-1] == "overwrite"):
+    if not held or resume == "overwrite":
         return
     names = lambda found: ", ".join(job.path.name for job in found[:5]) + (" ..." if len(found) > 5 else "")
-    if not resume:
+    if resume is None:
         raise DWNError(f"the sweep folder {sweep_dir} already holds runs (job folders {names(held)}); continue them "
                        "with trainer.resume=auto, start afresh with trainer.resume=overwrite, or choose another "
                        f"folder ({ANOTHER_FOLDER}).")
-    if resume[-1] != "auto" or planned is None:
-        return  # trainer.resume=PATH (one checkpoint for every job), or jobs the sweeper makes up as it goes
+    if resume != "auto":
+        return  # trainer.resume=PATH: one checkpoint for every job
+    if planned is None:
+        raise DWNError(f"the sweep folder {sweep_dir} holds runs (job folders {names(held)}) that this sweeper's jobs "
+                       "cannot be matched to (it draws each job as it goes, so a resumed sweep is a new search): "
+                       f"start the search in another folder ({ANOTHER_FOLDER}), or afresh here with "
+                       "trainer.resume=overwrite.")
     other = [job for job in held if job.path.name.isdigit() and int(job.path.name) < len(planned)
              and _settings(job.overrides()) != _settings(planned[int(job.path.name)])]
     if other:
@@ -132,17 +183,15 @@ def check_jobs(sweep_dir: Path, overrides: list[str], planned: list[list[str]] |
                        f"choose another folder ({ANOTHER_FOLDER}).")
 
 
-def join(sweep_dir: Path, job: RunFolder, cwd: Path) -> None:
-    """Mark `job` as a job of the sweep now running in `sweep_dir` (called as each job starts; a
-    relative sweep_dir is as the launching process named it, from its working directory `cwd`)."""
-    sweep_id = _marker(cwd / sweep_dir).get("id")
+def join(sweep_dir: Path, job: RunFolder) -> None:
+    """Mark `job` as a job of the sweep now running in `sweep_dir`."""
+    sweep_id = _marker(sweep_dir).get("id")
     if sweep_id:
         _write(job.sweep_id, sweep_id + "\n")  # an unwritable job folder fails the job itself, which says why
 
 
 def refuse(sweep_dir: Path, job: RunFolder, exit_code: int, error: str) -> None:
-    """Record the failure of a job that was refused in a folder holding a run it must not touch
-    (failed.json there would hide that run from every summary): in the sweep folder instead."""
+    """Record in the sweep folder the failure of a job refused in a folder holding a run."""
     record = {"id": _marker(sweep_dir).get("id"), "job": job.path.name, "exit_code": exit_code, "error": error}
     try:
         with (sweep_dir / REFUSED).open("a") as handle:
@@ -183,7 +232,9 @@ def marker(sweep_dir: Path) -> list[str] | None:
 
 
 def _settings(overrides: list[str]) -> list[str]:
-    return sorted(o for o in overrides if not sets(o, "trainer.resume"))
+    """The overrides that shape a run: those a resume may change (trainer.epochs, ...) left out."""
+    free = lambda key: any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
+    return sorted(o for o in overrides if not free(override_key(o)))
 
 
 def _marker(sweep_dir: Path) -> dict:
