@@ -132,3 +132,23 @@ def test_overwrite_through_dwn_train_keeps_the_users_files_in_checkpoints(run_cl
                    f"hydra.run.dir={run}")[0] == 0
     assert all(path.read_bytes() == content for path, content in mine.items())
     assert (run / "checkpoints" / "last.pt").read_bytes() != old and len(metric_rows(run)) == 1
+
+
+def test_a_folder_holds_a_run_by_the_names_dwn_train_writes_and_clear_removes(tmp_path):
+    folder = RunFolder(tmp_path)
+    folder.checkpoints.mkdir()
+    (folder.checkpoints / "mine.pt").write_bytes(b"the user's own weights")
+    assert not folder.holds_run() and folder.records() == []
+    folder.best.write_bytes(b"")
+    assert folder.holds_run() and folder.records() == ["checkpoints/best.pt"]
+    folder.clear()
+    assert not folder.holds_run() and (folder.checkpoints / "mine.pt").is_file()
+
+
+def test_a_lock_file_removed_under_every_try_is_a_clear_error(tmp_path, monkeypatch):
+    from dwn_train.run import lock
+
+    monkeypatch.setattr(lock, "_same_file", lambda handle, path: False)  # another process removes it each time
+    with pytest.raises(RunError, match=r"the run folder .* keeps losing its lock file \.lock to another process"):
+        with own(RunFolder(tmp_path / "run")):
+            pytest.fail("the block ran without the lock")

@@ -150,3 +150,23 @@ def test_a_stop_signal_before_the_training_loop_is_a_clean_stop(run_cli, tmp_pat
         signal.signal(signal.SIGTERM, before)
     assert code == 143 and "interrupted by SIGTERM before the training loop" in err and "Traceback" not in out + err
     assert prepare.prepare_data is not loading
+
+
+def test_a_repeated_scheduler_signal_lets_the_stop_finish_and_a_second_ctrl_c_stops_at_once():
+    from dwn_train.run.interrupt import stop_between_steps
+
+    progress = Progress(epoch=1, step=0)
+    with stop_between_steps(progress):
+        os.kill(os.getpid(), signal.SIGUSR1)  # the scheduler's warning, then its SIGTERM (twice)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert progress.stop == signal.SIGUSR1  # still here, and the first signal is the one that stops
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C after a stop was asked: at once
+            time.sleep(1)
+    with stop_between_steps(progress := Progress(epoch=1, step=0)):
+        os.kill(os.getpid(), signal.SIGINT)
+        assert progress.stop == signal.SIGINT
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)

@@ -6,7 +6,8 @@ stopped and the command that resumes it (and, in a sweep, the command that resum
 A KeyboardInterrupt raised at an arbitrary point can land in a finaliser, where Python prints and
 ignores it, and the run would go on; so inside the training loop the first signal only sets
 `Progress.stop`, and the loop's safe points (after a step, after the last epoch) call
-`Progress.stop_if_asked()`, which raises `Stopped` there. A second signal stops at once. Outside
+`Progress.stop_if_asked()`, which raises `Stopped` there. A second Ctrl-C stops at once; a
+second SIGTERM or SIGUSR1 (schedulers repeat them) lets the stop under way finish. Outside
 the loop (`stop_anywhere`: loading data, building the model) SIGTERM and SIGUSR1 raise `Stopped`
 where they land, as Ctrl-C raises KeyboardInterrupt. The exit status is 128 + the signal's number
 (130 for Ctrl-C, 143 for SIGTERM, 138 for SIGUSR1), as a shell reports a process the signal ended.
@@ -79,9 +80,11 @@ def stop_anywhere() -> None:
 
 @contextmanager
 def stop_between_steps(progress: Progress):
-    """For the block, the first of SIGNALS sets progress.stop (a second one stops at once: Ctrl-C
-    raises KeyboardInterrupt, SIGTERM and SIGUSR1 end the process); the previous handlers come
-    back after."""
+    """For the block, the first of SIGNALS sets progress.stop; then a second Ctrl-C stops at once
+    (KeyboardInterrupt: the user means it), while SIGTERM and SIGUSR1 are ignored (a scheduler
+    sends SIGTERM to every process of a job, often twice, after its warning signal: the stop
+    already asked for goes on, and SIGKILL is the scheduler's way to end it at once); the previous
+    handlers come back after."""
     if not _main_thread():
         yield
         return
@@ -90,7 +93,7 @@ def stop_between_steps(progress: Progress):
         progress.stop = signum
         signal.signal(signal.SIGINT, signal.default_int_handler)
         for other in SIGNALS[1:]:
-            signal.signal(other, signal.SIG_DFL)
+            signal.signal(other, signal.SIG_IGN)
 
     previous = {signum: signal.signal(signum, first) for signum in SIGNALS}
     try:

@@ -93,6 +93,9 @@ def hold(path: Path, refusal: str, what: str):
         if _same_file(handle, path):
             break
         handle.close()
+    else:  # removed under us five times over: something else keeps removing the file
+        raise RunError(f"{what} keeps losing its lock file {path.name} to another process; make sure nothing else "
+                       "cleans the folder while dwn-train runs.")
     try:  # the pid, for the message a second run gets
         handle.seek(0)
         handle.truncate()
@@ -137,6 +140,7 @@ def holder(folder: RunFolder) -> str | None:
 
 def _same_file(handle, path: Path) -> bool:
     try:
-        return os.fstat(handle.fileno()).st_ino == os.stat(path).st_ino
+        mine, found = os.fstat(handle.fileno()), os.stat(path)
+        return (mine.st_dev, mine.st_ino) == (found.st_dev, found.st_ino)
     except OSError:
         return False
