@@ -31,7 +31,7 @@ from .errors import DWNError, Interrupted, RunError, os_reason
 from .resources import conf_dir, version
 from .run import precheck, sweep
 from .run.folder import RunFolder
-from .run.interrupt import by, exit_code, stop_anywhere
+from .run.interrupt import by, exit_code, stop_anywhere, stop_anywhere_in_job
 from .run.lock import begun, forget
 
 register_configs()
@@ -55,7 +55,8 @@ def _run(name: str, schema, work, cfg):
         from .validate import check_composed
 
         check_composed(cfg, schema, name)
-        return work(cfg, folder.path)
+        with stop_anywhere_in_job():  # (in a launcher's worker: the console script's handlers are not there)
+            return work(cfg, folder.path)
     except KeyboardInterrupt as exc:  # Ctrl-C; SIGTERM or SIGUSR1 (run/interrupt.py) outside the training loop
         fail(Interrupted(f"interrupted{by(exc)} before the training loop (nothing of this run was saved) or after it.",
                          exit_code(exc)))
@@ -65,11 +66,15 @@ def _run(name: str, schema, work, cfg):
     except (DWNError, RunError, Interrupted) as exc:
         fail(exc)
     except Exception as exc:  # a fault of ours: a single run shows the traceback; a sweep goes on
-        if in_sweep is None:
+        if type(exc).__module__.startswith("submitit"):  # submitit ended the job (a time limit, not requeued)
+            fail(RunError(f"submitit stopped the job: {os_reason(exc).rstrip('.')}; its last checkpoint is kept "
+                          "for trainer.resume=auto."))
+        elif in_sweep is None:
             raise
-        folder.append_log(job, traceback.format_exc())
-        fail(RunError(f"internal error ({type(exc).__name__}: {os_reason(exc)}); its traceback is in "
-                      f"{folder.log(job)}, please report it"))
+        else:
+            folder.append_log(job, traceback.format_exc())
+            fail(RunError(f"internal error ({type(exc).__name__}: {os_reason(exc)}); its traceback is in "
+                          f"{folder.log(job)}, please report it"))
     finally:
         if in_sweep is not None:
             in_sweep.ends()
@@ -95,7 +100,7 @@ def _fail(name: str, exc: Exception, folder: RunFolder, job: str, in_sweep: "swe
     folder.append_log(job, message + "\n")  # the job's log (Hydra's file handler) says why the run ended
     if in_sweep is None and exc.exit_code == 2 and precheck.made(folder.path) and not begun(folder):
         _remove_made(folder.path, precheck.made(folder.path))  # refused before it started: leave no folder
-    if in_sweep is not None and not isinstance(exc, Interrupted) and in_sweep.failed(exc.exit_code, str(exc)):
+    if in_sweep is not None and in_sweep.failed(exc.exit_code, str(exc), stopped=isinstance(exc, Interrupted)):
         return
     sys.exit(exc.exit_code)
 

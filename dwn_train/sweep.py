@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from .errors import DWNError, RunError, first_line
 from .run import precheck, sweep
-from .run.command import config_flags, sets
+from .run.command import Command, config_flags, sets
 
 
 def _arguments(config) -> list[str]:
@@ -102,6 +102,12 @@ class SweepReport(Callback):
         failures = [(job.folder.name, job.exit_code, job.failed) for job in failed] + refused
         if not failures:
             return
-        details = "; ".join(f"job {name}: {error.rstrip('.')}" for name, _, error in failures)
+        stopped = lambda code: code > 128  # noqa: E731  (a signal: 128 + its number)
+        # a stopped job's sentence goes on with its resume commands: the line says where it stopped, and once how to go on
+        details = "; ".join(f"job {name}: {error.split('; ')[0] if stopped(code) else error.rstrip('.')}"
+                            for name, code, error in failures)
+        words = sweep.marker(sweep_dir)
+        if any(stopped(code) for _, code, _ in failures) and words is not None:
+            details += f"; resume the whole sweep with `{Command(sweep=(tuple(words), sweep_dir.absolute())).resume_sweep()}`"
         print(f"{app}: {len(failures)} of {len(folders) + len(refused)} sweep jobs failed ({sweep_dir}): {details}", file=sys.stderr)
         sys.exit(max(code for _, code, _ in failures))

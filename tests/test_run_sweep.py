@@ -256,3 +256,50 @@ def test_failed_jobs_of_an_optuna_sweep_are_its_worst_trials_not_a_traceback(run
     assert f"2 of 2 sweep jobs failed ({tmp_path}): job 0: trainer.batch_size must be a positive integer; got 0; " \
            "job 1:" in err
     assert yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())["best_value"] == float("-inf")
+
+
+def test_a_job_that_submitit_ends_is_a_failed_job_with_its_reason_not_an_internal_error(run_cli, tmp_path, monkeypatch):
+    from dwn_train import train as training
+
+    class UncompletedJobError(RuntimeError):  # what submitit raises in a job it will not requeue
+        __module__ = "submitit.core.utils"
+
+    def ended(*args, **kwargs):
+        raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    monkeypatch.setattr(training, "train", ended)
+    code, out, err = run_cli("train", "-m", *ONE_EPOCH, f"hydra.sweep.dir={tmp_path}")
+    reason = ("submitit stopped the job: Job not requeued because: timed-out too many times; its last checkpoint is "
+              "kept for trainer.resume=auto.")
+    assert code == 1 and reason in err and "internal error" not in err and "Traceback" not in out + err, err
+    assert json.loads((tmp_path / "0" / "failed.json").read_text()) == {"exit_code": 1, "error": reason}
+
+
+@pytest.mark.slow
+def test_a_job_a_scheduler_stops_in_a_launchers_worker_ends_the_sweep_with_its_summary_and_resume_command(tmp_path):
+    """submitit runs each job in a worker process: SIGUSR1 (SLURM's early warning) stops the job
+    there like Ctrl-C, the launcher still gets its result, so the sweep ends with its summary and a
+    line naming the stopped job and the command resuming the sweep (Hydra's launcher included)."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    import shlex
+    import signal
+    import subprocess
+
+    from helpers.runs import ENV
+
+    proc = subprocess.Popen(["dwn-train", "-m", "hydra/launcher=submitit_local", *SLOW_JOBS, "trainer.epochs=40",
+                             f"hydra.sweep.dir={tmp_path}"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for(tmp_path / "0" / "checkpoints" / "last.pt", proc)
+    os.kill(int((tmp_path / "0" / ".lock").read_text()), signal.SIGUSR1)  # the job's worker holds its folder
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 138 and "Traceback" not in out + err, err
+    assert json.loads((tmp_path / "0" / "failed.json").read_text())["exit_code"] == 138
+    assert (tmp_path / "summary.csv").is_file() and not (tmp_path / ".lock").exists()
+    line = err.strip().splitlines()[-1]
+    assert line.startswith(f"dwn-train: 1 of 1 sweep jobs failed ({tmp_path}): job 0: interrupted by SIGUSR1 at epoch")
+    resume = shlex.split(line.split("resume the whole sweep with `")[1].split("`")[0])
+    assert resume[:3] == ["dwn-train", "-m", "hydra/launcher=submitit_local"] and "trainer.resume=auto" in resume
+    done = subprocess.run([*resume, "trainer.epochs=3"], env=ENV, capture_output=True, text=True)  # (a shorter run)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "0" / "failed.json").exists() and _summary(tmp_path) == [("1", str(tmp_path / "0"))]

@@ -65,17 +65,35 @@ def _main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _raise_stopped(signum, frame):
+    raise Stopped(signum)
+
+
 def stop_anywhere() -> None:
     """From now on SIGTERM and SIGUSR1 raise Stopped where they land, as Ctrl-C raises
     KeyboardInterrupt (called once by the console scripts, before a job starts)."""
+    if _main_thread():
+        for signum in SIGNALS[1:]:
+            signal.signal(signum, _raise_stopped)
+
+
+@contextmanager
+def stop_anywhere_in_job():
+    """stop_anywhere for one job, in a process the console script did not start (a launcher's
+    worker: submitit, joblib): only for the signals no one handles there yet (submitit keeps its
+    own SIGTERM and SIGUSR2 handlers), and only while the job runs (a pooled worker gets its own
+    handlers back)."""
     if not _main_thread():
+        yield
         return
-
-    def handler(signum, frame):
-        raise Stopped(signum)
-
-    for signum in SIGNALS[1:]:
-        signal.signal(signum, handler)
+    free = [signum for signum in SIGNALS[1:] if signal.getsignal(signum) == signal.SIG_DFL]
+    for signum in free:
+        signal.signal(signum, _raise_stopped)
+    try:
+        yield
+    finally:
+        for signum in free:
+            signal.signal(signum, signal.SIG_DFL)
 
 
 @contextmanager

@@ -121,13 +121,18 @@ class Job:
         join(job.sweep_dir, folder)
         return job
 
-    def failed(self, exit_code: int, error: str) -> bool:
+    def failed(self, exit_code: int, error: str, stopped: bool = False) -> bool:
         """Record the job's failure where the sweep's summary reads it: failed.json in its folder,
         or, where it was refused in a folder holding a run it never touched, the sweep folder
         (`refuse`: failed.json there would hide that run from every summary). False when it
-        cannot be written (the unwritable folder was the error)."""
+        cannot be written (the unwritable folder was the error), and for a job stopped by a
+        signal in the process that launched the sweep (the sweep stops with it). A job stopped in
+        a launcher's worker (submitit, joblib) is recorded like a failure, so the launcher gets
+        its result and the sweep ends with its summary and a line naming it."""
+        if stopped and self.sweep_dir.resolve() in _held:
+            return False
         if self.held and not begun(self.folder):
-            self.refused = True
+            self.refused = not stopped
             refuse(self.sweep_dir, self.folder, exit_code, error)
             return True
         try:
