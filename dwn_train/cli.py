@@ -55,6 +55,9 @@ def _run(name: str, schema, work, cfg):
         from .validate import check_composed
 
         check_composed(cfg, schema, name)
+        if in_sweep is not None and (said := in_sweep.resume(cfg)):
+            print(f"{name}: {said}", file=sys.stderr)
+            folder.append_log(job, f"{name}: {said}\n")
         with stop_anywhere_in_job():  # (in a launcher's worker: the console script's handlers are not there)
             return work(cfg, folder.path)
     except KeyboardInterrupt as exc:  # Ctrl-C; SIGTERM or SIGUSR1 (run/interrupt.py) outside the training loop

@@ -303,3 +303,27 @@ def test_a_job_a_scheduler_stops_in_a_launchers_worker_ends_the_sweep_with_its_s
     done = subprocess.run([*resume, "trainer.epochs=3"], env=ENV, capture_output=True, text=True)  # (a shorter run)
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "0" / "failed.json").exists() and _summary(tmp_path) == [("1", str(tmp_path / "0"))]
+
+
+@pytest.mark.slow
+def test_a_job_the_scheduler_requeues_continues_its_own_run(tmp_path):
+    """submitit requeues a job on its SIGUSR2 (a preemption; a time-out while max_num_timeout
+    allows): the job runs its overrides again in its folder, which holds its own run of this same
+    sweep, so it continues that run rather than being refused as a fresh run over it."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    import signal
+    import subprocess
+
+    from helpers.runs import ENV
+
+    proc = subprocess.Popen(["dwn-train", "-m", "hydra/launcher=submitit_local", *SLOW_JOBS, "trainer.epochs=6",
+                             f"hydra.sweep.dir={tmp_path}"], env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    _wait_for(tmp_path / "0" / "checkpoints" / "last.pt", proc)
+    os.kill(int((tmp_path / "0" / ".lock").read_text()), signal.SIGUSR2)  # submitit's own signal: it requeues
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0 and "Traceback" not in out + err, err
+    assert "runs again in" in (tmp_path / "0" / "train.log").read_text()
+    assert [row["epoch"] for row in map(json.loads, (tmp_path / "0" / "metrics.jsonl").read_text().splitlines())] \
+        == [1, 2, 3, 4, 5, 6]
+    assert _summary(tmp_path) == [("1", str(tmp_path / "0"))]

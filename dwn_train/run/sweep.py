@@ -107,19 +107,33 @@ def _keep(sweep_dir: Path, trains: bool) -> None:
 class Job:
     """One job of the sweep running in `sweep_dir`, from its start (`Job.starts`) to its end
     (`ends`); held: its folder held a run when it started, which a job refused before it began
-    (run/lock.begin) must leave as it was."""
+    (run/lock.begin) must leave as it was; again: that run is this same sweep's, this job's own
+    (a scheduler requeued it: submitit after a preemption or a time-out), so it continues it."""
     sweep_dir: Path
     folder: RunFolder
     held: bool
+    again: bool = False
     refused: bool = False
 
     @classmethod
     def starts(cls, sweep_dir: Path, folder: RunFolder, cwd: Path) -> "Job":
         """The job in `folder` starts (a relative sweep_dir is as the launching process named it,
         from its working directory `cwd`): it joins the sweep."""
-        job = cls(cwd / sweep_dir, folder, folder.holds_run())
+        sweep_dir, held = cwd / sweep_dir, folder.holds_run()
+        sweep_id = _marker(sweep_dir).get("id")
+        job = cls(sweep_dir, folder, held, again=held and bool(sweep_id) and _read(folder.sweep_id) == sweep_id)
         join(job.sweep_dir, folder)
         return job
+
+    def resume(self, cfg) -> str | None:
+        """A requeued training job without trainer.resume continues its own run (trainer.resume=auto
+        in `cfg`): the sentence saying so, for its log; None for any other job."""
+        trainer = cfg.get("trainer")
+        if not self.again or trainer is None or trainer.get("resume") not in (None, ""):
+            return None
+        trainer.resume = "auto"
+        return (f"job {self.folder.path.name} runs again in {self.folder.path}, which holds its own run of this sweep "
+                "(a scheduler requeued it): it continues that run (trainer.resume=auto).")
 
     def failed(self, exit_code: int, error: str, stopped: bool = False) -> bool:
         """Record the job's failure where the sweep's summary reads it: failed.json in its folder,
