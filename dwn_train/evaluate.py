@@ -49,7 +49,7 @@ def _note(sentence: str) -> None:
 def run_eval(cfg, run_dir: Path) -> float:
     check_eval(cfg)
     if cfg.engine == "packed":  # a CC that names no compiler is refused before any work
-        from .export.compiled import find_compiler
+        from .export.cbuild import find_compiler
 
         find_compiler()
     device = resolve_device(cfg.device)

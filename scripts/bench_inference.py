@@ -26,7 +26,7 @@ import torch
 
 import dwn_train as dwn
 from dwn_train.export import c as c_export
-from dwn_train.export import compiled
+from dwn_train.export import cbuild, compiled
 from dwn_train.export.freeze import InputFormat, freeze
 from dwn_train.export.packed import predict_packed
 from dwn_train.export.simplify import program
@@ -81,7 +81,7 @@ def compiled_rows(net, q8, repeats: int) -> list:
     start = time.perf_counter()
     compiled.library(net)  # built now or found in the cache
     ready, prog = time.perf_counter() - start, program(net)
-    print(f"compiled engine ready in {ready:.2f} s (cache: {compiled.cache_dir()}); after simplification "
+    print(f"compiled engine ready in {ready:.2f} s (cache: {cbuild.cache_dir()}); after simplification "
           f"{len(prog.luts)} LUTs and {len(prog.blocks)} encoder blocks of 64 comparators")
     rows = []
     for threads in (1, compiled.default_threads()):

@@ -1,10 +1,12 @@
-"""The compiled packed engine (dwn_train/export/compiled.py): bit for bit the frozen network's
-contract (the float model, the reference evaluation and the numpy engine agree with it), any batch
-size, any number of threads, a disk cache that is reused and invalidated, a temporary folder when
-the cache cannot be written, numpy when no C compiler is found, and a CC that names no compiler
-refused."""
+"""The compiled packed engine (dwn_train/export/compiled.py, built by export/cbuild.py): bit for bit
+the frozen network's contract (the float model, the reference evaluation and the numpy engine agree
+with it), any batch size, any number of threads, a disk cache that is reused and invalidated, a
+temporary folder when the cache cannot be written, numpy when no C compiler is found, a CC with
+flags used as written, and a CC that names no compiler refused."""
 
 import logging
+import shutil
+import subprocess
 
 import numpy as np
 import pytest
@@ -12,13 +14,13 @@ import torch
 
 import dwn_train as dwn
 from dwn_train.errors import DWNError
-from dwn_train.export import compiled
+from dwn_train.export import cbuild, compiled
 from dwn_train.export.freeze import FrozenLayer, FrozenNetwork, InputFormat, freeze
 from dwn_train.export.packed import predict_packed
 from dwn_train.export.freeze import float_predictions
 from helpers.frozen import signed_fixed_point_model, tie_network
 
-needs_cc = pytest.mark.skipif(compiled.find_compiler() is None, reason="no C compiler")
+needs_cc = pytest.mark.skipif(cbuild.find_compiler() is None, reason="no C compiler")
 
 
 @pytest.fixture(autouse=True)
@@ -29,7 +31,7 @@ def private_cache(tmp_path_factory, monkeypatch):
 
 def _forget() -> None:
     """What this process remembers of built engines (the disk cache stays)."""
-    for memo in (compiled._LIBRARIES, compiled._KEYS, compiled._FAILED, compiled._WARNED):
+    for memo in (cbuild._LIBRARIES, compiled._KEYS, cbuild._FAILED, cbuild._WARNED):
         memo.clear()
 
 
@@ -85,11 +87,11 @@ def test_bad_inputs_are_named(byte_model):
 def test_the_disk_cache_is_reused_and_invalidated(byte_model, monkeypatch):
     _, _, net, x = byte_model
     compiled.library(net)
-    cache, cc = compiled.cache_dir(), compiled.find_compiler()
+    cache, cc = cbuild.cache_dir(), cbuild.find_compiler()
     built = set(cache.glob("*.so"))
     _forget()
     with monkeypatch.context() as patch:
-        patch.setattr(compiled, "_compile", lambda *args: pytest.fail("the cached library was not reused"))
+        patch.setattr(cbuild, "_compile", lambda *args: pytest.fail("the cached library was not reused"))
         assert np.array_equal(compiled.predict(net, x)[1], net.scores(x))
     changed = FrozenNetwork(net.input, net.num_features, net.thresholds,
                             [FrozenLayer(net.layers[0].wiring, 1 - net.layers[0].tables), net.layers[1]], 4)
@@ -97,14 +99,14 @@ def test_the_disk_cache_is_reused_and_invalidated(byte_model, monkeypatch):
     assert np.array_equal(compiled.predict(changed, x)[1], changed.scores(x))  # a new build, not the old one
     assert len(set(cache.glob("*.so")) - built) == 1
     before = compiled.cache_key(net, cc)
-    monkeypatch.setattr(compiled, "FLAGS", compiled.FLAGS + ("-DDWN_UNUSED",))  # other flags, another key
+    monkeypatch.setattr(cbuild, "FLAGS", cbuild.FLAGS + ("-DDWN_UNUSED",))  # other flags, another key
     assert compiled.cache_key(net, cc) != before and compiled._key(net, cc) != before
 
 
 def test_without_a_compiler_numpy_answers_after_one_warning(byte_model, monkeypatch, caplog):
     _, _, net, x = byte_model
     _forget()
-    monkeypatch.setattr(compiled, "find_compiler", lambda: None)
+    monkeypatch.setattr(cbuild, "find_compiler", lambda: None)
     with caplog.at_level(logging.WARNING, logger="dwn_train"):
         first = compiled.predict(net, x[:100])
         second = compiled.predict_features(net, x[:100].astype(np.float32), scores=False)
@@ -125,9 +127,10 @@ def _packed_eval(run_cli, tiny_run, run_dir):
 @pytest.fixture
 def fresh_memos(monkeypatch):
     """This process forgets the engines it built, for this test only (the disk cache stays)."""
-    for name in ("_LIBRARIES", "_KEYS", "_FAILED", "_TEMPORARY"):
-        monkeypatch.setattr(compiled, name, {})
-    monkeypatch.setattr(compiled, "_WARNED", set())
+    for name in ("_LIBRARIES", "_FAILED", "_TEMPORARY"):
+        monkeypatch.setattr(cbuild, name, {})
+    monkeypatch.setattr(compiled, "_KEYS", {})
+    monkeypatch.setattr(cbuild, "_WARNED", set())
 
 
 @pytest.fixture
@@ -150,7 +153,7 @@ def test_an_unwritable_cache_folder_falls_back_to_a_temporary_folder(run_cli, ti
     assert output.count("DWN_CACHE_DIR") == 1 and output.count("WARNING") == 1, output
     assert "cache folder /proc/dwn-cache/compiled cannot be used" in output and "numpy" not in output
     assert predictions == float_predictions_csv
-    assert list(compiled._TEMPORARY["folder"].glob("*.so"))  # built there, not given up for numpy
+    assert list(cbuild._TEMPORARY["folder"].glob("*.so"))  # built there, not given up for numpy
 
 
 def test_when_no_folder_can_hold_the_engine_numpy_answers(run_cli, tiny_run, tmp_path, monkeypatch, fresh_memos,
@@ -172,7 +175,7 @@ def test_a_damaged_cached_library_is_named_and_the_engine_built_elsewhere(byte_m
                                                                           fresh_memos, caplog):
     _, _, net, x = byte_model
     monkeypatch.setenv("DWN_CACHE_DIR", str(tmp_path))
-    damaged = compiled.cache_dir() / f"{compiled._key(net, compiled.find_compiler())}.so"
+    damaged = cbuild.cache_dir() / f"{compiled._key(net, cbuild.find_compiler())}.so"
     damaged.parent.mkdir(parents=True)
     damaged.write_bytes(b"not a library")
     with caplog.at_level(logging.WARNING, logger="dwn_train"):
@@ -192,8 +195,38 @@ def test_a_cc_that_names_no_compiler_is_refused(run_cli, tiny_run, tmp_path, mon
     clean(code, output, "", 2, "CC=/nonexistent/cc names no compiler on the PATH; install it, or unset CC")
     assert predictions is None and not (tmp_path / "packed" / "metrics.json").exists()
     with pytest.raises(DWNError, match="CC=/nonexistent/cc names no compiler"):
-        compiled.find_compiler()
+        cbuild.find_compiler()
 
+
+
+REAL_CC = shutil.which("cc") or shutil.which("gcc")
+
+
+@pytest.mark.skipif(REAL_CC is None, reason="no cc or gcc on the PATH")
+def test_a_cc_with_flags_builds_with_them(byte_model, tmp_path, monkeypatch, fresh_memos):
+    """CC as autotools reads it: the first word is the program, the others go before our flags on its
+    command line, and the key covers them (another CC, another library)."""
+    _, _, net, x = byte_model
+    monkeypatch.setenv("DWN_CACHE_DIR", str(tmp_path))
+    monkeypatch.setenv("CC", f"{REAL_CC} -O2")
+    cc = cbuild.find_compiler()
+    assert cc == (REAL_CC, "-O2") and compiled.cache_key(net, cc) != compiled.cache_key(net, (REAL_CC,))
+    commands, run = [], subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda args, **kw: commands.append(args) or run(args, **kw))
+    classes, scores = compiled.predict(net, x)
+    assert commands and commands[0][:3] == [REAL_CC, "-O2", cbuild.FLAGS[0]], commands
+    assert np.array_equal(scores, net.scores(x)) and np.array_equal(scores, predict_packed(net, x)[1])
+    assert np.array_equal(classes, net.predict(x))
+
+
+def test_a_cc_whose_first_word_names_no_program_is_refused(monkeypatch):
+    monkeypatch.setenv("CC", "nonexistent-cc -O2")
+    with pytest.raises(DWNError, match=r"^CC='nonexistent-cc -O2' names no compiler on the PATH \(its first word, "
+                                       r"nonexistent-cc, is the program\); install it, or unset CC"):
+        cbuild.find_compiler()
+    monkeypatch.setenv("CC", 'gcc "-O2')
+    with pytest.raises(DWNError, match="cannot be split into words"):
+        cbuild.find_compiler()
 
 def _odd_network() -> FrozenNetwork:
     """Everything the simplifier folds: thresholds outside the code range (constant bits), a LUT
@@ -254,10 +287,10 @@ AVX512_NO_GFNI = ("-march=skylake-avx512",)  # AVX-512 compares, the portable tr
 @pytest.mark.parametrize("march", [(), AVX512_NO_GFNI], ids=["portable", "avx512-without-gfni"])
 def test_the_other_c_paths_agree(byte_model, monkeypatch, march):
     """The template without -march=native: plain vector C, or AVX-512 without VBMI and GFNI."""
-    if march and " avx512bw" not in compiled._machine():
+    if march and " avx512bw" not in cbuild._machine():
         pytest.skip("this CPU has no AVX-512")
     _, _, net, x = byte_model
-    monkeypatch.setattr(compiled, "FLAGS", compiled.PORTABLE_FLAGS + march)
+    monkeypatch.setattr(cbuild, "FLAGS", cbuild.PORTABLE_FLAGS + march)
     classes, scores = compiled.predict(net, x, threads=2)
     assert np.array_equal(scores, net.scores(x))
 

@@ -8,48 +8,34 @@ Both take numpy arrays or torch tensors, split the batch into blocks of 512 samp
 bit for bit. The C is templates/dwn_engine.c with one generated block of defines and data: the
 network after simplify.py's pass (its encoder blocks, thresholds, LUT wiring and truth tables).
 
-This module is the one place that knows the C compiler. find_compiler() takes $CC when it is set
-(a CC that names no program is refused: the user asked for that compiler), else the first of cc,
-gcc and clang; the library is built with FLAGS (-O3 -march=native -pthread) and cached as
-<cache_dir()>/<key>.so, the key hashing the network's content, the template, this module, the
-compiler (resolved path, size, mtime), FLAGS and the CPU's feature flags; a process hashes each
-network object once, so build a new FrozenNetwork rather than editing one in place. A cache folder
-that cannot be written (or whose library does not load) gives way to a private temporary folder
-for this process, after one warning naming DWN_CACHE_DIR. Without a compiler, when a build fails,
-or when no folder can hold the library, predict runs the numpy engine (packed.py) after one warning.
+The C compiler, its flags and the library cache live in cbuild.py; this module gives it the C and
+each network's key, which hashes the network's content, the files the C is made from (the template,
+this module, simplify.py and cbuild.py) and cbuild.identity(compiler) (the CC command, the compiler
+binary, FLAGS, the CPU). A process hashes each network object once, so build a new FrozenNetwork
+rather than editing one in place. Without a compiler, when a build fails, or when no folder can hold
+the library, predict runs the numpy engine (packed.py) after one warning.
 """
 
 from __future__ import annotations
 
-import atexit
 import ctypes
 import hashlib
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import weakref
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-from .. import console
-from ..errors import DWNError, RunError, os_reason
-from . import template
+from ..errors import DWNError, RunError
+from . import cbuild, template
 from .c import ctype
+from .cbuild import warn_once
 from .freeze import FrozenNetwork
 from .packed import predict_packed
 from .simplify import program
 
 TEMPLATE = "dwn_engine.c"
-FLAGS = ("-std=gnu11", "-O3", "-march=native", "-pthread", "-shared", "-fPIC")
-PORTABLE_FLAGS = tuple(f for f in FLAGS if f != "-march=native")  # when the compiler knows no -march=native
-_LIBRARIES: dict = {}  # key -> ctypes library, loaded once per process
-_FAILED: dict = {}  # key -> the RunError of its failed build
-_WARNED: set = set()
-_TEMPORARY: dict = {}  # "folder" -> this process's private fallback folder, made on first need
+_KEYS: dict = {}  # id(net) -> (weak reference, compiler, flags, key): a network is hashed once
 
 
 def _c_array(values, per_line: int = 32) -> str:
@@ -104,44 +90,6 @@ def source(net: FrozenNetwork, key: str = "") -> str:
     return template.fill(TEMPLATE, "\n".join(lines) + "\n")
 
 
-def find_compiler() -> str | None:
-    """The C compiler to use: $CC when set (DWNError when it names no program on the PATH), else the
-    first of cc, gcc, clang on the PATH, else None."""
-    wanted = os.environ.get("CC", "").strip()
-    if wanted:
-        path = shutil.which(wanted)
-        if path is None:
-            words = " (the compiled engine takes one program name or path in CC)" if len(wanted.split()) > 1 else ""
-            raise DWNError(f"CC={wanted} names no compiler on the PATH{words}; install it, or unset CC to let the "
-                           "packed engine use cc, gcc or clang.")
-        return path
-    for name in ("cc", "gcc", "clang"):
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-def cache_dir() -> Path:
-    """$DWN_CACHE_DIR, else $XDG_CACHE_HOME/dwn-train, else ~/.cache/dwn-train; compiled/ inside."""
-    if os.environ.get("DWN_CACHE_DIR"):
-        return Path(os.environ["DWN_CACHE_DIR"]) / "compiled"
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "dwn-train" / "compiled"
-
-
-@lru_cache(maxsize=None)
-def _machine() -> str:
-    """What -march=native depends on: the architecture and, on Linux, the CPU's feature flags."""
-    flags = ""
-    try:
-        with open("/proc/cpuinfo") as handle:
-            flags = next((line for line in handle if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        pass
-    return platform.machine() + " " + flags.strip()
-
-
 def _network_bytes(net: FrozenNetwork):
     fmt = net.input
     yield repr((fmt.bits, fmt.frac_bits, fmt.signed, net.num_features, net.num_classes)).encode()
@@ -150,133 +98,40 @@ def _network_bytes(net: FrozenNetwork):
         yield repr((array.shape, array.dtype.str)).encode() + array.tobytes()
 
 
-def cache_key(net: FrozenNetwork, compiler: str) -> str:
-    """Hash of the network, the template, this module and simplify.py, the compiler binary, FLAGS and the CPU."""
+def cache_key(net: FrozenNetwork, compiler: tuple[str, ...]) -> str:
+    """Hash of the network, the files its C is made from, and cbuild.identity(compiler)."""
     digest = hashlib.sha256()
     for part in _network_bytes(net):
         digest.update(part)
-    real = os.path.realpath(compiler)
-    info = os.stat(real)
     here = Path(__file__)
     for text in (template.path(TEMPLATE).read_bytes(), here.read_bytes(), here.with_name("simplify.py").read_bytes(),
-                 f"{real} {info.st_size} {info.st_mtime_ns} {' '.join(FLAGS)} {_machine()}".encode()):
+                 Path(cbuild.__file__).read_bytes(), cbuild.identity(compiler)):
         digest.update(hashlib.sha256(text).digest())
     return digest.hexdigest()[:32]
 
 
-_KEYS: dict = {}  # id(net) -> (weak reference, compiler, flags, key): a network is hashed once
-
-
-def _key(net: FrozenNetwork, compiler: str) -> str:
+def _key(net: FrozenNetwork, compiler: tuple[str, ...]) -> str:
     """cache_key, remembered per network object (so build a new FrozenNetwork, do not edit one)."""
     entry = _KEYS.get(id(net))
-    if entry is None or entry[0]() is not net or entry[1:3] != (compiler, FLAGS):
-        entry = (weakref.ref(net), compiler, FLAGS, cache_key(net, compiler))
+    if entry is None or entry[0]() is not net or entry[1:3] != (compiler, cbuild.FLAGS):
+        entry = (weakref.ref(net), compiler, cbuild.FLAGS, cache_key(net, compiler))
         _KEYS[id(net)] = entry
     return entry[3]
 
 
-class _Unusable(Exception):
-    """A folder that cannot hold or load the engine; the message says why, in a few words."""
-
-
-def _compile(text: str, compiler: str, target: Path) -> None:
-    """Build `text` into the shared library `target` (written under a temporary name, then renamed,
-    so that concurrent processes never load half a file). Raises RunError with the compiler's words,
-    _Unusable when target's folder cannot be written."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-            src, lib = Path(tmp) / "dwn_engine.c", Path(tmp) / "engine.so"
-            src.write_text(text)
-            for flags in (FLAGS, PORTABLE_FLAGS):  # not every compiler knows -march=native
-                try:
-                    result = subprocess.run([compiler, *flags, "-o", str(lib), str(src)], capture_output=True,
-                                            text=True)
-                except OSError as exc:
-                    raise RunError(f"{compiler} does not run ({exc})") from exc
-                if result.returncode == 0:
-                    os.replace(src, target.with_suffix(".c"))  # kept beside the library, for reading
-                    os.replace(lib, target)
-                    return
-    except OSError as exc:
-        raise _Unusable(f"{os_reason(exc)}: {exc.filename or target.parent}") from exc
-    first = next((line for line in result.stderr.splitlines() if "error" in line), result.stderr.strip()[:200])
-    raise RunError(f"{compiler} could not build the compiled engine ({first})")
-
-
-def _load(net: FrozenNetwork, key: str, compiler: str, folder: Path):
-    """The engine as <folder>/<key>.so, built there first when absent. Raises _Unusable when the
-    folder cannot be written or its library does not load, RunError when the build fails."""
-    path = folder / f"{key}.so"
-    try:
-        present = path.is_file()
-    except OSError as exc:
-        raise _Unusable(f"{os_reason(exc)}: {path}") from exc
-    if not present:
-        _compile(source(net, key), compiler, path)
-    try:
-        lib = ctypes.CDLL(str(path))
-    except OSError as exc:
-        raise _Unusable(f"{path} does not load: {os_reason(exc)}; delete it to rebuild") from exc
-    lib.dwn_key.restype = ctypes.c_char_p
-    if lib.dwn_key().decode() != key:
-        raise _Unusable(f"{path} was built for another network; delete it to rebuild")
+def library(net: FrozenNetwork, compiler: tuple[str, ...] | None = None):
+    """The network's engine as a loaded ctypes library (cbuild.load: memo, disk cache, temporary
+    folder or built now). Raises RunError when no compiler is found, the build fails or no folder
+    can hold it; DWNError when $CC names no program."""
+    compiler = compiler or cbuild.find_compiler()
+    if compiler is None:
+        raise RunError("no C compiler was found (looked for cc, gcc and clang; set CC to use another)")
+    key = _key(net, compiler)
+    lib = cbuild.load(key, compiler, lambda: source(net, key))
     lib.dwn_run.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_void_p, ctypes.c_void_p,
                             ctypes.c_int]
     lib.dwn_run.restype = ctypes.c_int
     return lib
-
-
-def _temporary_folder() -> Path:
-    """This process's private folder (mode 0700, removed at exit) for when the cache cannot be used;
-    _Unusable when none can be made."""
-    if "folder" not in _TEMPORARY:
-        try:
-            folder = tempfile.mkdtemp(prefix="dwn-engine-")
-        except OSError as exc:
-            raise _Unusable(f"{os_reason(exc)}: {exc.filename or tempfile.gettempdir()}") from exc
-        atexit.register(shutil.rmtree, folder, ignore_errors=True)
-        _TEMPORARY["folder"] = Path(folder)
-    return _TEMPORARY["folder"]
-
-
-def _cached_or_temporary(net: FrozenNetwork, key: str, compiler: str):
-    """The engine from the cache folder, else (after one warning naming DWN_CACHE_DIR) from a
-    temporary folder; RunError when neither can hold it or the build fails."""
-    folder = cache_dir()
-    try:
-        return _load(net, key, compiler, folder)
-    except _Unusable as exc:
-        problem = str(exc)
-    try:
-        lib = _load(net, key, compiler, _temporary_folder())
-    except _Unusable as exc:
-        raise RunError(f"the compiled engine can be built in neither its cache folder {folder} ({problem}) nor a "
-                       f"temporary folder ({exc}); set DWN_CACHE_DIR to a writable folder") from None
-    _warn_once(f"The compiled engine's cache folder {folder} cannot be used ({problem}), so it was built in a "
-               "temporary folder that this process removes at exit; set DWN_CACHE_DIR to a writable folder to "
-               "keep it between runs.")
-    return lib
-
-
-def library(net: FrozenNetwork, compiler: str | None = None):
-    """The network's engine as a loaded ctypes library: from this process's memo, the disk cache
-    (or a temporary folder when the cache cannot be used), or built now. Raises RunError when no
-    compiler is found, the build fails or no folder can hold it; DWNError when $CC names no program."""
-    compiler = compiler or find_compiler()
-    if compiler is None:
-        raise RunError("no C compiler was found (looked for cc, gcc and clang; set CC to use another)")
-    key = _key(net, compiler)
-    if key in _FAILED:  # a build that failed is not retried in this process
-        raise _FAILED[key]
-    if key not in _LIBRARIES:
-        try:
-            _LIBRARIES[key] = _cached_or_temporary(net, key, compiler)
-        except RunError as exc:
-            _FAILED[key] = exc
-            raise
-    return _LIBRARIES[key]
 
 
 def default_threads() -> int:
@@ -309,12 +164,6 @@ def _codes(net: FrozenNetwork, q: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(q)
 
 
-def _warn_once(message: str) -> None:
-    if message not in _WARNED:
-        _WARNED.add(message)
-        console.log.warning(message)
-
-
 def _run(net: FrozenNetwork, x: np.ndarray, real: bool, threads: int | None, scores: bool):
     """The engine on prepared rows, or None (after one warning) when it cannot be built here."""
     if not len(x):
@@ -322,7 +171,7 @@ def _run(net: FrozenNetwork, x: np.ndarray, real: bool, threads: int | None, sco
     try:
         lib = library(net)
     except RunError as exc:
-        _warn_once(f"The packed engine runs in numpy, much slower, because {str(exc).rstrip('.')}.")
+        warn_once(f"The packed engine runs in numpy, much slower, because {str(exc).rstrip('.')}.")
         return None
     classes = np.empty(len(x), dtype=np.int32)
     out = np.empty((len(x), net.num_classes), dtype=np.int32) if scores else None
