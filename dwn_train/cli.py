@@ -61,8 +61,9 @@ def _run(name: str, schema, work, cfg):
         with stop_anywhere_in_job():  # (in a launcher's worker: the console script's handlers are not there)
             return work(cfg, folder.path)
     except KeyboardInterrupt as exc:  # Ctrl-C; SIGTERM or SIGUSR1 (run/interrupt.py) outside the training loop
-        fail(Interrupted(f"interrupted{by(exc)} before the training loop (nothing of this run was saved) or after it.",
-                         exit_code(exc)))
+        whole = sweep.sweep_clause(in_sweep.sweep_dir) if in_sweep is not None else ""
+        fail(Interrupted(f"interrupted{by(exc)} before the training loop (nothing of this run was saved) or after "
+                         f"it{whole}.", exit_code(exc)))
     except OSError as exc:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         fail(RunError(f"{where}{os_reason(exc)}."))
@@ -70,8 +71,8 @@ def _run(name: str, schema, work, cfg):
         fail(exc)
     except Exception as exc:  # a fault of ours: a single run shows the traceback; a sweep goes on
         if type(exc).__module__.startswith("submitit"):  # submitit ended the job (a time limit, not requeued)
-            fail(RunError(f"submitit stopped the job: {os_reason(exc).rstrip('.')}; its last checkpoint is kept "
-                          "for trainer.resume=auto."))
+            kept = "; a checkpoint it wrote is kept for trainer.resume=auto" if name == "dwn-train" else ""
+            fail(RunError(f"submitit stopped the job: {os_reason(exc).rstrip('.')}{kept}."))
         elif in_sweep is None:
             raise
         else:
@@ -84,14 +85,14 @@ def _run(name: str, schema, work, cfg):
     return _failed_value(hydra_cfg.sweeper.get("direction"))  # a failed job of a sweep
 
 
-def _failed_value(direction):
-    """What a failed job of a sweep returns: NaN; to a sweeper with a direction (Optuna's), the
-    worst value of each direction (-inf where it maximises, inf where it minimises), a complete
-    but worst trial: it cannot record a NaN (its failure path raises)."""
+def _failed_value(direction) -> float:
+    """What a failed job of a sweep returns: NaN; to a sweeper with a direction (Optuna's: one,
+    dwn_train/sweep.py checks), the worst value (-inf where it maximises, inf where it minimises),
+    a complete but worst trial: it cannot record a NaN (its failure path raises)."""
     if direction is None:
         return float("nan")
-    worst = lambda way: float("-inf") if "max" in str(way).lower() else float("inf")  # noqa: E731
-    return [worst(way) for way in direction] if isinstance(direction, (list, ListConfig)) else worst(direction)
+    way = direction[0] if isinstance(direction, ListConfig) else direction
+    return float("-inf") if "max" in str(way).lower() else float("inf")
 
 
 def _fail(name: str, exc: Exception, folder: RunFolder, job: str, in_sweep: "sweep.Job | None") -> None:
@@ -189,10 +190,14 @@ def _entry(name: str, app) -> None:
             text = held.take()
             sentence = precheck.composition_sentence(text)
             print(f"{name}: error: {sentence}" if sentence else text, file=held.real, end="\n" if sentence else "")
+            given = precheck.named_dir(sys.argv[1:], "hydra.run.dir")  # made (and held) before Hydra composed
+            if given and precheck.made(Path(given)):
+                _remove_made(Path(given), precheck.made(Path(given)))
             sys.exit(2)
         raise
-    except KeyboardInterrupt as exc:  # before a job started (composing the config) or after it ended
-        print(f"{name}: interrupted{by(exc)}.", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # before a job started (composing the config), after it ended, or in
+        # a launcher waiting for its workers (joblib ends them before they can say where they stopped)
+        print(f"{name}: interrupted{by(exc)}{sweep.held_sweep_clause()}.", file=sys.stderr)
         sys.exit(exit_code(exc))
     except ValueError as exc:  # Hydra's own flags in a combination it refuses (e.g. -m with --cfg)
         if precheck.started() or os.environ.get("HYDRA_FULL_ERROR") == "1":  # a bug, or a traceback asked for

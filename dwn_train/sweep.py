@@ -17,11 +17,11 @@ import sys
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from omegaconf import OmegaConf
+from omegaconf import ListConfig, OmegaConf
 
 from .errors import DWNError, RunError, first_line
 from .run import precheck, sweep
-from .run.command import Command, config_flags, sets
+from .run.command import config_flags, sets
 
 
 def _arguments(config) -> list[str]:
@@ -44,6 +44,16 @@ def _check_search_space(config) -> None:
     except Exception as exc:  # whatever the sweeper or Optuna's distributions refuse
         raise DWNError(f"the Optuna sweeper cannot search this space: {first_line(exc).split(': ', 1)[-1].rstrip('.')}"
                        " (hydra.sweeper.params and the sweep overrides).") from None
+
+
+def _check_direction(config) -> None:
+    """A sweeper given several directions (Optuna's multi-objective search) expects a value per
+    direction from every job; dwn-train returns one."""
+    direction = config.hydra.sweeper.get("direction")
+    if isinstance(direction, ListConfig) and len(direction) != 1:
+        raise DWNError(f"hydra.sweeper.direction={list(map(str, direction))} asks each job for {len(direction)} values, "
+                       "but dwn-train returns one (the best monitored metric): give one direction (maximize or "
+                       "minimize).")
 
 
 def _planned(config) -> list[list[str]] | None:
@@ -79,6 +89,7 @@ class SweepReport(Callback):
         sweep_dir, app = Path(config.hydra.sweep.dir), config.hydra.help.app_name
         try:
             _check_search_space(config)
+            _check_direction(config)
             sweep.start(sweep_dir, list(config.hydra.overrides.task), _words(config), _planned(config),
                         trains=app == "dwn-train")
         except (DWNError, RunError) as exc:  # raised in a callback, Hydra would warn and go on
@@ -104,10 +115,9 @@ class SweepReport(Callback):
             return
         stopped = lambda code: code > 128  # noqa: E731  (a signal: 128 + its number)
         # a stopped job's sentence goes on with its resume commands: the line says where it stopped, and once how to go on
-        details = "; ".join(f"job {name}: {error.split('; ')[0] if stopped(code) else error.rstrip('.')}"
+        details = "; ".join(f"job {name}: {(error.split('; ')[0] if stopped(code) else error).rstrip('.')}"
                             for name, code, error in failures)
-        words = sweep.marker(sweep_dir)
-        if any(stopped(code) for _, code, _ in failures) and words is not None:
-            details += f"; resume the whole sweep with `{Command(sweep=(tuple(words), sweep_dir.absolute())).resume_sweep()}`"
+        if any(stopped(code) for _, code, _ in failures):
+            details += sweep.sweep_clause(sweep_dir)
         print(f"{app}: {len(failures)} of {len(folders) + len(refused)} sweep jobs failed ({sweep_dir}): {details}", file=sys.stderr)
         sys.exit(max(code for _, code, _ in failures))

@@ -238,6 +238,7 @@ def test_what_hydra_or_a_sweeper_would_report_with_a_traceback_is_one_sentence(r
     clean(*run_cli("train", "model=nope", f"hydra.run.dir={tmp_path}/a"), 2,
           "dwn-train: error: In 'train': Could not find 'model/nope'; Available options in 'model': "
           "breast_cancer_small, digits_small, mnist_2layer.")
+    assert not (tmp_path / "a").exists()  # the folder named for the run was made before Hydra composed: removed
     # a run folder name longer than the file system allows
     clean(*run_cli("train", *TINY, f"hydra.run.dir={tmp_path}/{'a' * 300}"), 1,
           f"the run folder {tmp_path}/{'a' * 300} cannot be made (File name too long)")

@@ -155,18 +155,24 @@ def test_a_stop_signal_before_the_training_loop_is_a_clean_stop(run_cli, tmp_pat
 def test_a_repeated_scheduler_signal_lets_the_stop_finish_and_a_second_ctrl_c_stops_at_once():
     from dwn_train.run.interrupt import stop_between_steps
 
-    progress = Progress(epoch=1, step=0)
-    with stop_between_steps(progress):
-        os.kill(os.getpid(), signal.SIGUSR1)  # the scheduler's warning, then its SIGTERM (twice)
-        os.kill(os.getpid(), signal.SIGTERM)
-        os.kill(os.getpid(), signal.SIGTERM)
-        assert progress.stop == signal.SIGUSR1  # still here, and the first signal is the one that stops
-        with pytest.raises(KeyboardInterrupt):
-            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C after a stop was asked: at once
-            time.sleep(1)
-    with stop_between_steps(progress := Progress(epoch=1, step=0)):
-        os.kill(os.getpid(), signal.SIGINT)
-        assert progress.stop == signal.SIGINT
-        with pytest.raises(KeyboardInterrupt):
+    before = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        progress = Progress(epoch=1, step=0)
+        with stop_between_steps(progress):
+            os.kill(os.getpid(), signal.SIGUSR1)  # the scheduler's warning, then its SIGTERM (twice)
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert progress.stop == signal.SIGUSR1  # still here, and the first signal is the one that stops
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C after a stop was asked: at once
+                time.sleep(1)
+        os.kill(os.getpid(), signal.SIGTERM)  # the stop goes on after the loop (its message, the exit): still ignored
+        with stop_between_steps(progress := Progress(epoch=1, step=0)):
             os.kill(os.getpid(), signal.SIGINT)
-            time.sleep(1)
+            assert progress.stop == signal.SIGINT
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

@@ -10,7 +10,7 @@ import pytest
 from dwn_train.errors import DWNError
 from dwn_train.run import sweep
 from dwn_train.run.folder import RunFolder
-from helpers.runs import ONE_EPOCH
+from helpers.runs import ONE_EPOCH, clean
 
 
 def test_a_sweep_folder_used_again_summarises_only_the_new_sweep(run_cli, tmp_path):
@@ -179,6 +179,7 @@ def test_a_job_refused_in_a_folder_holding_a_run_leaves_that_run_as_it_was(run_c
     for job in "01":
         with (tmp_path / job / ".hydra" / "overrides.yaml").open("a") as handle:
             handle.write("- optimizer.lr=0.5\n")
+    (tmp_path / "1" / "failed.json").write_text('{"exit_code": 143, "error": "interrupted by SIGTERM"}')
     jobs = lambda: {p: p.read_bytes() for p in tmp_path.glob("[01]/**/*") if p.is_file()}  # noqa: E731
     kept = jobs()
     code, out, err = run_cli("train", "-m", *ONE_EPOCH, "trainer.seed=0,1", "optimizer.lr=0.5",
@@ -187,7 +188,7 @@ def test_a_job_refused_in_a_folder_holding_a_run_leaves_that_run_as_it_was(run_c
     assert "Traceback" not in out + err
     # Hydra wrote this sweep's record over each job's, the job its sweep id and log lines, before
     # it could refuse: all put back, so the job folders are byte for byte as they were
-    assert jobs() == kept and not list(tmp_path.glob("*/failed.json"))
+    assert jobs() == kept  # job 1's failed.json from an earlier stop included
     assert not (tmp_path / sweep.KEPT).exists() and not (tmp_path / ".lock").exists()
 
 
@@ -229,6 +230,21 @@ def test_a_resumed_sweep_may_change_what_a_resume_may_and_is_matched_by_job_numb
                                        r"to .* start the search in another folder"):
         sweep.check_jobs(tmp_path, auto, None)
     sweep.check_jobs(tmp_path, ["trainer.resume=overwrite"], None)
+    with pytest.raises(DWNError, match="already holds runs"):  # null is no resume, not a checkpoint path
+        sweep.check_jobs(tmp_path, ["trainer.resume=null"], [])
+
+
+def test_a_sweep_stopped_outside_a_job_still_says_how_to_resume_it(tmp_path):
+    """joblib ends its workers on Ctrl-C before they can say where they stopped: the launching
+    process, which holds the sweep, gives the command that resumes it."""
+    sweep.start(tmp_path, ["trainer.seed=0,1"], ["trainer.seed=0,1"], [["trainer.seed=0"], ["trainer.seed=1"]])
+    try:
+        assert sweep.held_sweep_clause() == ("; resume the whole sweep (its finished jobs are kept) with "
+                                             f"`dwn-train -m trainer.seed=0,1 trainer.resume=auto "
+                                             f"hydra.sweep.dir={tmp_path}`")
+    finally:
+        sweep.end_all()
+    assert sweep.held_sweep_clause() == "" and not (tmp_path / ".lock").exists()
 
 
 def test_the_sweeps_resume_command_repeats_hydras_overrides_as_they_were_written(run_cli, tmp_path):
@@ -256,6 +272,14 @@ def test_failed_jobs_of_an_optuna_sweep_are_its_worst_trials_not_a_traceback(run
     assert f"2 of 2 sweep jobs failed ({tmp_path}): job 0: trainer.batch_size must be a positive integer; got 0; " \
            "job 1:" in err
     assert yaml.safe_load((tmp_path / "optimization_results.yaml").read_text())["best_value"] == float("-inf")
+    assert sweep.marker(tmp_path) is None  # its jobs are drawn: no command resumes it as a whole
+    # several directions ask each job for several values: dwn-train returns one
+    code, out, err = run_cli("train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
+                             "hydra.sweeper.direction=[maximize,minimize]", *ONE_EPOCH,
+                             "optimizer.lr=interval(0.001,0.01)", f"hydra.sweep.dir={tmp_path}/two")
+    clean(code, out, err, 2, "hydra.sweeper.direction=['maximize', 'minimize'] asks each job for 2 values, but "
+                             "dwn-train returns one (the best monitored metric): give one direction")
+    assert not (tmp_path / "two").exists()
 
 
 def test_a_job_that_submitit_ends_is_a_failed_job_with_its_reason_not_an_internal_error(run_cli, tmp_path, monkeypatch):
@@ -269,8 +293,8 @@ def test_a_job_that_submitit_ends_is_a_failed_job_with_its_reason_not_an_interna
 
     monkeypatch.setattr(training, "train", ended)
     code, out, err = run_cli("train", "-m", *ONE_EPOCH, f"hydra.sweep.dir={tmp_path}")
-    reason = ("submitit stopped the job: Job not requeued because: timed-out too many times; its last checkpoint is "
-              "kept for trainer.resume=auto.")
+    reason = ("submitit stopped the job: Job not requeued because: timed-out too many times; a checkpoint it wrote "
+              "is kept for trainer.resume=auto.")
     assert code == 1 and reason in err and "internal error" not in err and "Traceback" not in out + err, err
     assert json.loads((tmp_path / "0" / "failed.json").read_text()) == {"exit_code": 1, "error": reason}
 
@@ -298,7 +322,7 @@ def test_a_job_a_scheduler_stops_in_a_launchers_worker_ends_the_sweep_with_its_s
     assert (tmp_path / "summary.csv").is_file() and not (tmp_path / ".lock").exists()
     line = err.strip().splitlines()[-1]
     assert line.startswith(f"dwn-train: 1 of 1 sweep jobs failed ({tmp_path}): job 0: interrupted by SIGUSR1 at epoch")
-    resume = shlex.split(line.split("resume the whole sweep with `")[1].split("`")[0])
+    resume = shlex.split(line.split("resume the whole sweep (its finished jobs are kept) with `")[1].split("`")[0])
     assert resume[:3] == ["dwn-train", "-m", "hydra/launcher=submitit_local"] and "trainer.resume=auto" in resume
     done = subprocess.run([*resume, "trainer.epochs=3"], env=ENV, capture_output=True, text=True)  # (a shorter run)
     assert done.returncode == 0, done.stderr

@@ -120,3 +120,8 @@ class Command:
         words, sweep_dir = self.sweep
         words = ("-m", *words, "trainer.resume=auto", f"hydra.sweep.dir={override_value(sweep_dir)}")
         return " ".join(["dwn-train"] + [shlex.quote(w) for w in words])
+
+    def sweep_clause(self) -> str:
+        """'; resume the whole sweep ... with `...`', to end the message of a stopped job ('' outside a sweep)."""
+        command = self.resume_sweep()
+        return f"; resume the whole sweep (its finished jobs are kept) with `{command}`" if command else ""

@@ -83,26 +83,32 @@ class RunFolder:
 
     def keep(self) -> "Kept":
         """What a command writes into the folder before it can refuse to touch the run there (or
-        find it finished), as it is now: Hydra's record (.hydra/*.yaml), the sweep id, the length
-        of each log. `put_back` restores it."""
+        find it finished), as it is now: Hydra's record (.hydra/*.yaml), the sweep id, failed.json,
+        the length of each log. `put_back` restores it."""
         files = {f".hydra/{p.name}": p.read_bytes() for p in self.hydra.glob("*.yaml")} if self.hydra.is_dir() else {}
-        if self.sweep_id.is_file():
-            files[self.sweep_id.name] = self.sweep_id.read_bytes()
+        for path in (self.sweep_id, self.failed):
+            if path.is_file():
+                files[path.name] = path.read_bytes()
         return Kept(files, {p.name: p.stat().st_size for p in self.path.glob("*.log")})
 
     def put_back(self, kept: "Kept", whole: bool = False) -> None:
-        """Hydra's record as `kept` says (the run met was left as it was); whole: also the sweep id
-        and the logs (lines written after `keep` removed), so the folder is as it was (a sweep's
-        job refused in a folder it never touched: the sweep folder records why)."""
+        """Hydra's record as `kept` says (the run met was left as it was); whole: also the sweep id,
+        failed.json and the logs (lines written after `keep` removed), and no record Hydra made
+        where there was none, so the folder is as it was (a sweep's job refused in a folder it
+        never touched: the sweep folder records why)."""
         for name, content in kept.files.items():
             if name.startswith(".hydra/"):
                 (self.path / name).write_bytes(content)
         if not whole:
             return
-        if self.sweep_id.name in kept.files:
-            self.sweep_id.write_bytes(kept.files[self.sweep_id.name])
-        else:
-            self.sweep_id.unlink(missing_ok=True)
+        for path in (self.sweep_id, self.failed, *self.hydra.glob("*.yaml")):
+            name = str(path.relative_to(self.path))
+            if name in kept.files:
+                path.write_bytes(kept.files[name])
+            else:
+                path.unlink(missing_ok=True)
+        if self.hydra.is_dir() and not any(self.hydra.iterdir()):
+            self.hydra.rmdir()
         for log in self.path.glob("*.log"):
             if log.name not in kept.logs:
                 log.unlink()

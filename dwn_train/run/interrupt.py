@@ -117,15 +117,14 @@ def stop_between_steps(progress: Progress):
     try:
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for signum, handler in previous.items():  # a stop under way: repeated scheduler signals stay ignored
+            signal.signal(signum, signal.SIG_IGN if progress.stop and signum != signal.SIGINT else handler)
 
 
 def interrupted(progress: Progress, folder: RunFolder, command: Command = Command(), how: str = "") -> str:
     """The message of a stopped run (how: ' by SIGTERM', '' for Ctrl-C): where it stopped and the
     command that resumes it."""
-    sweep = command.resume_sweep()
-    whole = f"; resume the whole sweep (its finished jobs are kept) with `{sweep}`" if sweep else ""
+    whole = command.sweep_clause()
     if progress.saved is None:
         return (f"interrupted{how} at epoch {progress.epoch}, step {progress.step}, before any checkpoint was "
                 f"written; start the run again{whole}.")
@@ -133,6 +132,6 @@ def interrupted(progress: Progress, folder: RunFolder, command: Command = Comman
     resume = "trainer.resume=auto" if Path(path) == folder.last else f"trainer.resume={override_value(path)}"
     where = f" on each of the {command.nodes} nodes, with the rendezvous flags it was started with" \
         if command.nodes > 1 else ""
-    job = " this job" if sweep else ""
+    job = " this job" if whole else ""
     return (f"interrupted{how} at epoch {progress.epoch}, step {progress.step}; the last checkpoint is epoch "
             f"{saved_epoch} ({path}); resume{job} with `{command.resume(resume, folder.path)}`{where}{whole}.")

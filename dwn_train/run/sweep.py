@@ -30,7 +30,7 @@ from pathlib import Path
 
 from ..errors import DWNError
 from ..config import RESUME_MAY_CHANGE
-from .command import override_key, value_of
+from .command import Command, override_key, value_of
 from .folder import ANOTHER_FOLDER, Kept, RunFolder
 from .lock import begun, hold, holder, release
 
@@ -70,7 +70,9 @@ def start(sweep_dir: Path, overrides: list[str], words: list[str], planned: list
         if made:
             _remove_if_empty(sweep_dir)
         raise
-    _write(sweep_dir / STARTED, json.dumps({"id": uuid.uuid4().hex, "words": list(words)}) + "\n")
+    # a sweeper that draws its jobs cannot be resumed as a whole (check_jobs): no command to resume it
+    resumable = {"words": list(words)} if planned is not None else {}
+    _write(sweep_dir / STARTED, json.dumps({"id": uuid.uuid4().hex, **resumable}) + "\n")
     _keep(sweep_dir, trains)
 
 
@@ -160,8 +162,13 @@ class Job:
         back; for a job refused there, also its sweep id and log lines (the sweep folder says why
         it was refused). A finished run kept keeps this sweep's id and the line saying so."""
         kept = self.sweep_dir / KEPT / f"{self.folder.path.name}.json"
-        if self.held and not begun(self.folder) and kept.is_file():
-            self.folder.put_back(Kept.from_json(kept.read_text()), whole=self.refused)
+        if not (self.held and not begun(self.folder) and kept.is_file()):
+            return
+        try:
+            record = Kept.from_json(kept.read_text())
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # a record cut short (a full disk when the sweep started): nothing to put back
+        self.folder.put_back(record, whole=self.refused)
 
 
 def check_jobs(sweep_dir: Path, overrides: list[str], planned: list[list[str]] | None, trains: bool = True) -> None:
@@ -176,6 +183,7 @@ def check_jobs(sweep_dir: Path, overrides: list[str], planned: list[list[str]] |
                            f"wait for it to finish, then start the sweep again, or choose another folder "
                            f"({ANOTHER_FOLDER}).")
     resume = value_of(overrides, "trainer.resume")
+    resume = None if resume is None or resume.strip().lower() in ("", "null", "none") else resume
     held = [job for job in jobs if trains and job.holds_run()]
     if not held or resume == "overwrite":
         return
@@ -241,6 +249,18 @@ def members(sweep_dir: Path) -> list[Path]:
     sweep_id = _marker(sweep_dir).get("id")
     jobs = (RunFolder(p) for p in sorted(sweep_dir.iterdir(), key=job_order))
     return [job.path for job in jobs if job.is_job() and (not sweep_id or _read(job.sweep_id) == sweep_id)]
+
+
+def sweep_clause(sweep_dir: Path) -> str:
+    """'; resume the whole sweep ... with `...`' for the sweep started in `sweep_dir` ('' where it
+    cannot be resumed as a whole: its sweeper draws its jobs, or the marker does not say)."""
+    words = marker(sweep_dir)
+    return Command(sweep=(tuple(words), sweep_dir.absolute())).sweep_clause() if words is not None else ""
+
+
+def held_sweep_clause() -> str:
+    """sweep_clause of the sweep this process launched and still holds ('' for none)."""
+    return next((sweep_clause(Path(sweep_dir)) for sweep_dir in _held), "")
 
 
 def marker(sweep_dir: Path) -> list[str] | None:
