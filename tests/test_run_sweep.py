@@ -263,11 +263,17 @@ def test_failed_jobs_of_an_optuna_sweep_are_its_worst_trials_not_a_traceback(run
     """Hydra's Optuna sweeper raises on a NaN trial value: a failed job returns the worst value of
     the direction, the search goes on, and the sweep ends with the line naming its failed jobs."""
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    import subprocess
+
     import yaml
 
-    code, out, err = run_cli("train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
-                             "hydra.sweeper.direction=maximize", *ONE_EPOCH, "optimizer.lr=interval(0.001,0.01)",
-                             "trainer.batch_size=0", f"hydra.sweep.dir={tmp_path}")
+    from helpers.runs import ENV
+
+    # its own process: Optuna's log handler keeps the stderr of the process that first imported it
+    done = subprocess.run(["dwn-train", "-m", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=2",
+                           "hydra.sweeper.direction=maximize", *ONE_EPOCH, "optimizer.lr=interval(0.001,0.01)",
+                           "trainer.batch_size=0", f"hydra.sweep.dir={tmp_path}"], env=ENV, capture_output=True, text=True)
+    code, out, err = done.returncode, done.stdout, done.stderr
     assert code == 2 and "Traceback" not in out + err, err
     assert f"2 of 2 sweep jobs failed ({tmp_path}): job 0: trainer.batch_size must be a positive integer; got 0; " \
            "job 1:" in err
