@@ -171,8 +171,8 @@ class ExportConfig:
     verify: bool = False  # simulate (iverilog) / compile and run (gcc) / reload, and compare with Python
     pipeline: str = "none"  # verilog: none (combinational) | layers (a stage after every LUT layer) | full
     registered: bool = False  # the same as pipeline=layers (kept for older command lines)
-    input_bits: Optional[int] = None  # null: uint8 for byte data, else 16-bit signed
-    frac_bits: Optional[int] = None  # null: as many as the data's range leaves
+    input_bits: Optional[int] = None  # null: uint8 for byte data, else signed, as wide as the thresholds need
+    frac_bits: Optional[int] = None  # null: as many as keep training values on their side of each threshold
     vectors: Optional[int] = None  # test samples in vectors.hex and verified (null: 1000 with Verilator, 8 with Icarus)
     simulator: str = "auto"  # verilog verify: auto (Verilator when installed, else Icarus) | verilator | iverilog
     yosys: bool = True  # verilog: add a yosys LUT-6 count when yosys is installed

@@ -19,7 +19,7 @@ from .export import c as c_export
 from .export import fpga, simulate
 from .export import verilog as verilog_export
 from .export.cost import cost_numbers, cost_report
-from .export.freeze import FrozenNetwork, InputFormat, float_predictions, freeze
+from .export.freeze import FrozenNetwork, accuracy_gap, float_predictions, freeze, input_format
 from .export.simplify import reduce
 from .validate import check_export
 
@@ -143,7 +143,7 @@ def run_export(cfg, run_dir: Path) -> str:
     restored = restore(cfg.checkpoint, data_overrides(cfg))
     model, encoder = restored.model, restored.encoder
     data = load_dataset(restored.config.dataset)
-    fmt = InputFormat.infer(data.x_train.flatten(1).numpy(), cfg.input_bits, cfg.frac_bits)
+    fmt = input_format(model, encoder, data.x_train.flatten(1).numpy(), cfg.input_bits, cfg.frac_bits)
     original = freeze(model, encoder, fmt)
     net = reduce(original)  # what every writer emits (the same function, bit for bit)
     q = fmt.quantise(data.x_test.flatten(1).numpy()[:count])
@@ -168,9 +168,10 @@ def run_export(cfg, run_dir: Path) -> str:
         _hardware(cfg, net, out_dir, built.latency, numbers, report)
     report["test accuracy: float / frozen"] = (f"{100 * numbers['accuracy_float']:.2f} % / "
                                                f"{100 * numbers['accuracy_frozen']:.2f} % ({fmt.bits}-bit inputs)")
+    if gap := accuracy_gap(numbers["accuracy_float"], numbers["accuracy_frozen"]):
+        console.log.warning(gap)
     (out_dir / "cost.json").write_text(json.dumps({**numbers, "verify": verdict}, indent=2) + "\n")
-    report = {"files": str(out_dir), "input": f"{fmt.bits}-bit {'signed' if fmt.signed else 'unsigned'}, "
-                                              f"{fmt.frac_bits} fraction bits", **report, "verify": verdict}
+    report = {"files": str(out_dir), "input": fmt.describe(), **report, "verify": verdict}
     console.summary_table(f"dwn-export format={cfg.format}", report)
     if verdict.startswith("FAIL"):
         raise RunError(f"verification of the {cfg.format} export in {out_dir} failed: {verdict}.")

@@ -13,6 +13,7 @@ import torch
 from . import console
 from .checkpoint import data_overrides, restore
 from .errors import DWNError
+from .export.freeze import accuracy_gap
 from .prepare import prepare_data, resolve_device
 from .scoring import evaluate, per_class
 from .validate import check_eval
@@ -21,11 +22,11 @@ from .validate import check_eval
 def _frozen(model, data):
     """The model frozen for the input format of the whole training split, validation part included,
     as dwn-export infers it (see dwn_train/export/freeze.py), so both freeze the same network."""
-    from .export.freeze import InputFormat, freeze
+    from .export.freeze import freeze, input_format
 
     parts = [data.raw[name][0] for name in ("train", "val") if name in data.raw]
-    fmt = InputFormat.infer(torch.cat(parts).flatten(1).numpy())
-    return freeze(model.cpu().eval(), data.encoder.cpu(), fmt)
+    model, encoder = model.cpu().eval(), data.encoder.cpu()
+    return freeze(model, encoder, input_format(model, encoder, torch.cat(parts).flatten(1).numpy()))
 
 
 def _packed_predictions(net, data, split: str, threads: int) -> torch.Tensor:
@@ -65,8 +66,9 @@ def run_eval(cfg, run_dir: Path) -> float:
     net = _frozen(model, data) if cfg.engine == "packed" or cfg.cost else None  # frozen once, used twice
     if cfg.engine == "packed":
         preds, loss = _packed_predictions(net, data, cfg.split, cfg.threads), None  # no logits: no loss
+        accuracy = (preds == labels.cpu()).float().mean().item()
+        float_accuracy = evaluate(model.to(device), bits, labels, cfg.batch_size)[0]  # what the precision costs
         labels = labels.cpu()
-        accuracy = (preds == labels).float().mean().item()
     else:
         accuracy, loss, preds = evaluate(model.to(device), bits, labels, cfg.batch_size)
     confusion, rows = per_class(labels.cpu(), preds.cpu(), data.num_classes)
@@ -74,9 +76,13 @@ def run_eval(cfg, run_dir: Path) -> float:
     for row in rows:
         row["name"] = names[row["class"]]
     summary = {"checkpoint": str(cfg.checkpoint), "samples": len(labels), "accuracy": accuracy}
+    if cfg.engine == "packed":
+        summary["accuracy: float / frozen"] = f"{100 * float_accuracy:.2f} % / {100 * accuracy:.2f} %"
     if loss is not None:  # the packed engine has no logits, so no loss
         summary["loss"] = loss
     console.summary_table(f"dwn-eval ({cfg.split} split, epoch {payload['epoch']}, engine {cfg.engine})", summary)
+    if cfg.engine == "packed" and (gap := accuracy_gap(float_accuracy, accuracy, cfg.split)):
+        console.log.warning(gap)
     console.class_table(rows, confusion.tolist())
     if cfg.cost:
         from .export.cost import cost_report
@@ -86,6 +92,7 @@ def run_eval(cfg, run_dir: Path) -> float:
         console.summary_table("hardware cost of the frozen network", cost_report(reduce(net), original=net))
     metrics = {"accuracy": accuracy, "loss": loss, "split": cfg.split, "engine": cfg.engine, "samples": len(labels),
                "checkpoint": str(cfg.checkpoint), "epoch": payload["epoch"], "per_class": rows,
+               **({"accuracy_float": float_accuracy} if cfg.engine == "packed" else {}),
                "confusion": confusion.tolist()}
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     if cfg.save_predictions:

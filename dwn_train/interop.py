@@ -10,7 +10,7 @@ LUT j's address is its input mapping[j, l], least significant first), so the tab
 unchanged.
 
     encoder, model = from_torch_dwn(torch_dwn_model_or_state_dict, thermometer.thresholds, num_classes=10)
-    net = freeze(model, encoder, InputFormat.infer(x_train))          # then C, Verilog, packed ...
+    net = freeze(model, encoder, input_format(model, encoder, x_train))  # then C, Verilog, packed ...
     to_checkpoint(path, encoder, model, dataset={"kind": "mnist", "root": ...})  # for dwn-export/dwn-eval
 """
 

@@ -69,7 +69,7 @@ def test_frozen_network_equals_float_model_on_signed_fixed_point():
     assert fmt.signed and fmt.bits == 16
     net = freeze(model, encoder, fmt)
     q = fmt.quantise(x)
-    assert np.abs(fmt.dequantise(q) - x).max() <= 2.0 ** -(fmt.frac_bits + 1)  # round to nearest
+    assert (x - fmt.dequantise(q)).min() >= 0 and (x - fmt.dequantise(q)).max() < 2.0 ** -fmt.frac_bits  # round down
     assert np.array_equal(net.predict(q), float_predictions(model, encoder, net, q))
     classes, scores = predict_packed(net, q, chunk=100)
     assert np.array_equal(scores, net.scores(q)) and np.array_equal(classes, net.predict(q))
@@ -539,3 +539,56 @@ def test_simulator_output_arrives_line_by_line(tmp_path):
         seen.touch()
         lines.append(line)
     assert lines == ["progress 1", "PASS"]
+
+
+# ---- the exported network is as accurate as the trained one, by default ----
+
+BUNDLED = {  # every data set the tests can load offline, with a small model of it
+    "breast_cancer": ["dataset=breast_cancer", "model=breast_cancer_small", "trainer.epochs=8"],
+    "digits": [*SMALL, "model.layers.0.out_features=60", "model.layers.1.out_features=30", "trainer.epochs=2"],
+    "synthetic": ["dataset=synthetic", "model=breast_cancer_small", "model.layers.0.out_features=60", "trainer.epochs=4"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLED))
+def test_the_default_export_scores_as_the_float_model_on_every_bundled_data_set(name, tmp_path, caplog):
+    import json
+
+    train(compose([*BUNDLED[name], "trainer.plot=false", "trainer.threads=1"]), tmp_path / "run")
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    run_export(_export_cfg(checkpoint, tmp_path / "out", format="json", vectors=40), tmp_path / "out")
+    cost = json.loads((tmp_path / "out" / "cost.json").read_text())
+    assert abs(cost["accuracy_float"] - cost["accuracy_frozen"]) <= 0.001, cost
+    assert "loses precision" not in caplog.text and "lose precision" not in caplog.text
+    # the training values sit on the float model's side of every threshold, bit for bit
+    model, encoder, data = _trained(checkpoint)
+    net = FrozenNetwork.from_json((tmp_path / "out" / "frozen.json").read_text())
+    x, full = data.x_train.flatten(1), freeze(model, encoder, net.input)  # (frozen.json is simplified)
+    assert np.array_equal(full.encode(net.input.quantise(x.numpy())), encoder.binarize(x).flatten(1).numpy())
+    # dwn-eval's packed engine freezes the same network and says both accuracies
+    packed = run_eval(_eval_cfg(checkpoint=str(checkpoint), engine="packed"), tmp_path)
+    assert packed == pytest.approx(cost["accuracy_frozen"])
+    assert json.loads((tmp_path / "metrics.json").read_text())["accuracy_float"] == pytest.approx(cost["accuracy_float"])
+
+
+def test_a_format_too_coarse_for_the_thresholds_is_warned_of(tmp_path, caplog):
+    train(compose([*BUNDLED["breast_cancer"], "trainer.plot=false", "trainer.threads=1"]), tmp_path / "run")
+    run_export(_export_cfg(tmp_path / "run" / "checkpoints" / "last.pt", tmp_path / "out", format="json", vectors=40,
+                           frac_bits=0), tmp_path / "out")
+    assert "the frozen network scores" in caplog.text and "its inputs lose precision" in caplog.text
+
+
+def test_each_feature_takes_the_fraction_bits_of_one_shared_width():
+    """Features of very different ranges: one code width, as narrow as the finest feature needs,
+    each feature with the fraction bits its range leaves in it."""
+    x = np.array([[0.0, 10.0], [0.001, 30.0], [0.002, 20.0], [0.01, 40.0]])
+    t = np.array([[0.0015, 0.005], [15.0, 35.0]])
+    # feature 0: 0.002 above 0.0015 first parts at 9 fraction bits (floor 1.02 > floor 0.77), with
+    # 2 integer bits (sign): 11 bits; feature 1 needs 7 integer bits and no fraction: 4 to spare
+    fmt = InputFormat.infer(x, thresholds=t)
+    assert fmt == InputFormat(11, (9, 4), True) and fmt.describe() == "11-bit signed, 4..9 fraction bits by feature"
+    q = fmt.quantise(x)
+    assert np.array_equal(q > np.floor(t[:, :1].T * fmt.scale), x > t[:, :1].T)
+    assert InputFormat.infer(x[:, :1], thresholds=t[:1, :1]) == InputFormat(11, 9, True)  # one feature: one count
+    again = FrozenNetwork(fmt, 2, np.zeros((2, 1), dtype=np.int64), [], 2)
+    assert FrozenNetwork.from_json(again.to_json()).input == fmt

@@ -47,13 +47,22 @@ def table_words(tables: np.ndarray) -> np.ndarray:
 def _header_block(net: FrozenNetwork) -> str:
     """The public #defines and dwn_input_t, for templates/dwn_model.h."""
     fmt = net.input
-    return (f"/* This model: {fmt.bits}-bit {'signed' if fmt.signed else 'unsigned'} codes with {fmt.frac_bits} "
-            f"fraction bits; a class score counts a group of {net.group} output bits. */\n"
+    if isinstance(fmt.frac_bits, tuple):  # a count per feature: a table, and -1 where one count would be
+        frac = ("#define DWN_INPUT_FRAC_BITS (-1) /* by feature: dwn_input_frac_bits[f] */\n"
+                f"static const unsigned char dwn_input_frac_bits[DWN_NUM_FEATURES] = {{{_c_list(fmt.frac_bits)}}};\n")
+    else:
+        frac = f"#define DWN_INPUT_FRAC_BITS {fmt.frac_bits}\n"
+    return (f"/* This model's input codes: {fmt.describe()}; a class score counts a group of {net.group} "
+            f"output bits. */\n"
             f"#define DWN_NUM_FEATURES {net.num_features}\n"
             f"#define DWN_NUM_CLASSES {net.num_classes}\n"
             f"#define DWN_INPUT_BITS {fmt.bits}\n"
-            f"#define DWN_INPUT_FRAC_BITS {fmt.frac_bits}\n"
+            f"{frac}"
             f"typedef {ctype(fmt.lo, fmt.hi)} dwn_input_t;\n")
+
+
+def _c_list(values) -> str:
+    return ", ".join(str(int(v)) for v in values)
 
 
 def _source_block(net: FrozenNetwork, name: str) -> str:

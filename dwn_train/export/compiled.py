@@ -76,7 +76,8 @@ def source(net: FrozenNetwork, key: str = "") -> str:
     lines = [f"#define DWN_NUM_FEATURES {net.num_features}", f"#define DWN_NUM_CLASSES {net.num_classes}",
              f"typedef {input_t} dwn_input_t;", f"#define DWN_INPUT_BYTES {np.dtype(input_t[:-2]).itemsize}",
              f"#define DWN_INPUT_SIGNED {int(fmt.signed)}", f"#define DWN_INPUT_LO {_c_int(fmt.lo)}",
-             f"#define DWN_INPUT_HI {fmt.hi}", f"#define DWN_SCALE {float(2 ** fmt.frac_bits)!r}f",
+             f"#define DWN_INPUT_HI {fmt.hi}",
+             f"static const float dwn_scale[DWN_NUM_FEATURES] = {{{', '.join(f'{float(s)!r}f' for s in fmt.scales(net.num_features))}}};",
              *_block_data(net, prog.blocks),
              f"typedef {ctype(0, signals)} dwn_wire_t;", f"#define DWN_NUM_SIGNALS {signals}",
              f"#define DWN_NUM_LUTS {len(prog.luts)}",
@@ -196,8 +197,8 @@ def predict(net: FrozenNetwork, q, threads: int | None = None, scores: bool = Tr
 
 
 def predict_features(net: FrozenNetwork, x, threads: int | None = None, scores: bool = True):
-    """Real features x (S, F) -> as predict, quantised by the contract (round half to even,
-    saturate); float32 input is quantised inside the engine, in parallel."""
+    """Real features x (S, F) -> as predict, quantised by the contract (round down, saturate);
+    float32 input is quantised inside the engine, in parallel."""
     x = _rows(net, x)
     if x.dtype == np.float32:
         done = _run(net, np.ascontiguousarray(x), True, threads, scores)

@@ -2,12 +2,18 @@
 
 Input contract. Every feature arrives as an integer code q of `bits` bits (two's complement when
 `signed`) standing for the real value q / 2**frac_bits. Quantising a real x is the only place
-where rounding happens: q = clamp(round_half_to_even(x * 2**frac_bits), lo, hi). Images stored as
-bytes use bits=8, frac_bits=0, unsigned: q is the pixel itself and nothing is rounded.
+where rounding happens: q = clamp(floor(x * 2**frac_bits), lo, hi) (the fixed-point value's
+fraction bits beyond frac_bits dropped, as hardware truncates). Images stored as bytes use bits=8,
+frac_bits=0, unsigned: q is the pixel itself and nothing is rounded.
 
 Encoder. The thermometer bit i of feature f is q > T[f, i] with T = floor(t * 2**frac_bits):
 for integer q, q / 2**frac_bits > t exactly when q > floor(t * 2**frac_bits), so the frozen
 comparators agree bit for bit with the float encoder on the dequantised input. Bit index f*z + i.
+On the real input they agree too, except for a value above a threshold by less than one code step
+(floor keeps a value at or below a threshold at or below it: a threshold that is itself a data
+value, as a distributive thermometer's are, codes exactly). So the format takes as many fraction
+bits as it needs for every training value above a threshold to code above it, and no more
+(`input_format`): the exported network is as accurate as the trained one.
 
 LUTs. Layer k's LUT j reads bits wiring[j, l] of the previous layer (bit l of the address, least
 significant first, as in dwn_train/lut.py) and outputs tables[j, address] (the sign bit of the
@@ -36,9 +42,34 @@ FORMAT = "dwn-frozen"
 
 @dataclass
 class InputFormat:
+    """Codes of `bits` bits (two's complement when signed); frac_bits: one count for every feature,
+    or a tuple of one per feature (each feature's code stands for q / 2**frac_bits[f])."""
     bits: int
-    frac_bits: int
+    frac_bits: int | tuple
     signed: bool
+
+    def __post_init__(self):
+        if not isinstance(self.frac_bits, (int, np.integer)):
+            found = tuple(int(k) for k in self.frac_bits)
+            self.frac_bits = found[0] if len(set(found)) == 1 else found  # one count for all when they agree
+        else:
+            self.frac_bits = int(self.frac_bits)
+
+    @property
+    def scale(self):
+        """2**frac_bits: a number, or one per feature (an array along the last axis of the features)."""
+        return 2.0 ** (np.asarray(self.frac_bits, dtype=np.float64) if isinstance(self.frac_bits, tuple)
+                       else self.frac_bits)
+
+    def scales(self, num_features: int) -> np.ndarray:
+        return np.broadcast_to(self.scale, (num_features,)).astype(np.float64)
+
+    def describe(self) -> str:
+        """'16-bit signed, 11 fraction bits' (or '..., 3..18 fraction bits by feature')."""
+        frac = self.frac_bits
+        counts = f"{frac}" if isinstance(frac, int) else f"{min(frac)}..{max(frac)}"
+        return (f"{self.bits}-bit {'signed' if self.signed else 'unsigned'}, {counts} fraction bits"
+                + ("" if isinstance(frac, int) else " by feature"))
 
     @property
     def lo(self) -> int:
@@ -49,23 +80,26 @@ class InputFormat:
         return (1 << (self.bits - 1)) - 1 if self.signed else (1 << self.bits) - 1
 
     def quantise(self, x) -> np.ndarray:
-        """Real features -> integer codes (int64), rounding half to even, saturating: +-inf become
-        the extreme codes; NaN has no code and is refused (an engine only ever sees codes)."""
+        """Real features -> integer codes (int64), rounding down, saturating: +-inf become the
+        extreme codes; NaN has no code and is refused (an engine only ever sees codes)."""
         x = np.asarray(x, dtype=np.float64)
         if np.isnan(x).any():
             where = tuple(int(i) for i in np.argwhere(np.isnan(x))[0])
             raise DWNError(f"input {where} is NaN, which has no integer code; clean or impute the data first "
                            "(+-inf are allowed: they saturate).")
-        scaled = np.rint(x * 2.0**self.frac_bits)
+        scaled = np.floor(x * self.scale)
         return np.clip(scaled, self.lo, self.hi).astype(np.int64)
 
     def dequantise(self, q) -> np.ndarray:
-        return np.asarray(q, dtype=np.float64) / 2.0**self.frac_bits
+        return np.asarray(q, dtype=np.float64) / self.scale
 
     @classmethod
-    def infer(cls, x, bits: int | None = None, frac_bits: int | None = None) -> "InputFormat":
-        """uint8 when the data are whole numbers in 0..255; else a signed Q format of `bits`
-        (default 16) bits with as many fraction bits as the data's range leaves (or frac_bits)."""
+    def infer(cls, x, bits: int | None = None, frac_bits: int | None = None, thresholds=None) -> "InputFormat":
+        """uint8 when the data are whole numbers in 0..255; else a signed Q format: integer bits
+        from the data's range (sign included), and frac_bits, else with `bits` as many fraction
+        bits as the range leaves, else, given the encoder's float `thresholds` ((F, z), or (1, z)
+        shared by every feature), the fewest with which every value of `x` above a threshold codes
+        above it (`separating_frac_bits`; 32 bits at most), else 16 bits in all."""
         x = np.asarray(x)
         if not np.issubdtype(x.dtype, np.floating):
             x = x.astype(np.float64)
@@ -79,10 +113,12 @@ class InputFormat:
             low, high = float(finite.min()), float(finite.max())
         if bits is None and frac_bits is None and low >= 0 and high <= 255 and np.array_equal(x, np.round(x)):
             return cls(8, 0, False)
+        int_bits = _int_bits(low, high)
+        if bits is None and frac_bits is None and thresholds is not None:
+            return cls._separating(x, thresholds)
         bits = 16 if bits is None else bits
-        if not 2 <= bits <= 32:
-            raise DWNError(f"input_bits must be between 2 and 32; got {bits}.")
-        int_bits = max(1, math.ceil(math.log2(max(abs(low), abs(high)) + 1.0))) + 1  # with the sign bit
+        if not 2 <= bits <= MAX_BITS:
+            raise DWNError(f"input_bits must be between 2 and {MAX_BITS}; got {bits}.")
         if frac_bits is None:
             if int_bits > bits:
                 raise DWNError(f"The features need {int_bits} integer bits (sign included); {bits} input bits "
@@ -94,6 +130,54 @@ class InputFormat:
             raise DWNError(f"The features need {int_bits} integer bits (sign included); {bits} input bits with "
                            f"{frac_bits} fraction bits cannot hold them: raise input_bits or lower frac_bits.")
         return cls(bits, frac_bits, True)
+
+
+    @classmethod
+    def _separating(cls, x, thresholds) -> "InputFormat":
+        """One code width for all, as narrow as lets every feature keep its training values on
+        their side of each threshold (separating_frac_bits, one feature at a time, with its own
+        integer bits), at most MAX_BITS; then each feature takes every fraction bit its range leaves
+        in that width (the same width: the rest is free precision for values never seen)."""
+        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+        t = np.asarray(thresholds, dtype=np.float64)
+        t = np.broadcast_to(t.reshape(-1, t.shape[-1]), (x.shape[1], t.shape[-1]))
+        ints = []
+        for f in range(x.shape[1]):
+            finite = x[:, f][np.isfinite(x[:, f])]
+            ints.append(_int_bits(float(finite.min()), float(finite.max())) if finite.size else 2)
+        need = [ints[f] + separating_frac_bits(x[:, f:f + 1], t[f:f + 1], MAX_BITS - ints[f])
+                for f in range(x.shape[1])]
+        bits = max(2, min(MAX_BITS, max(need)))
+        return cls(bits, tuple(max(0, bits - i) for i in ints), True)
+
+
+def _int_bits(low: float, high: float) -> int:
+    """The integer bits of a signed code that holds every value in low..high, the sign included."""
+    return max(1, math.ceil(math.log2(max(abs(low), abs(high)) + 1.0))) + 1
+
+
+MAX_BITS = 32  # the widest input code (the engines hold codes in int32)
+
+
+def separating_frac_bits(x, thresholds, limit: int) -> int:
+    """The fewest fraction bits k (0..limit) with which every value of `x` (S, F) above a threshold
+    of its feature ((F, z), or (1, z) for all) still codes above it: floor(u * 2**k) >
+    floor(t * 2**k) for u the smallest value above t; `limit` where none is enough."""
+    x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
+    t = np.asarray(thresholds, dtype=np.float64)
+    t = np.broadcast_to(t.reshape(-1, t.shape[-1]), (x.shape[1], t.shape[-1]))  # (1, z): every feature's
+    above = np.full(t.shape, np.nan)
+    for f in range(x.shape[1]):
+        values = np.unique(x[:, f][np.isfinite(x[:, f])])
+        index = np.searchsorted(values, t[f], side="right")  # the first value above each threshold
+        found = index < len(values)
+        above[f, found] = values[index[found]]
+    kept = np.isfinite(above) & np.isfinite(t)
+    u, t = above[kept], t[kept]
+    for k in range(max(0, limit) + 1):
+        if np.all(np.floor(u * 2.0**k) > np.floor(t * 2.0**k)):
+            return k
+    return max(0, limit)
 
 
 @dataclass
@@ -144,7 +228,9 @@ class FrozenNetwork:
     def to_json(self) -> str:
         return json.dumps({
             "format": FORMAT, "version": 1,
-            "input": {"bits": self.input.bits, "frac_bits": self.input.frac_bits, "signed": self.input.signed},
+            "input": {"bits": self.input.bits, "signed": self.input.signed,
+                      "frac_bits": list(self.input.frac_bits) if isinstance(self.input.frac_bits, tuple)
+                      else self.input.frac_bits},
             "num_features": self.num_features, "num_classes": self.num_classes,
             "thresholds": self.thresholds.tolist(),
             "layers": [{"n": layer.n, "wiring": layer.wiring.tolist(),
@@ -173,6 +259,21 @@ def group_popcounts(bits: np.ndarray, num_classes: int) -> np.ndarray:
     return padded.reshape(len(bits), num_classes, group).sum(-1)
 
 
+def float_thresholds(model, encoder) -> np.ndarray:
+    """The thermometer's thresholds, (F, z) float64: one row per input feature of `model`."""
+    t = encoder.thresholds.detach().cpu().to(torch.float64).numpy()
+    if encoder.feature_wise:
+        return t.reshape(int(np.prod(encoder.feature_shape)), -1)
+    return np.broadcast_to(t.reshape(-1, t.shape[-1]), (list(model)[0].input_size // encoder.num_bits, t.shape[-1]))
+
+
+def input_format(model, encoder, x_train, bits: int | None = None, frac_bits: int | None = None) -> InputFormat:
+    """The input format of the model's frozen network (every command that freezes one uses it):
+    InputFormat.infer on the training split it was trained on, with the encoder's thresholds, so
+    by default as many fraction bits as keep every training value on its side of each threshold."""
+    return InputFormat.infer(x_train, bits, frac_bits, float_thresholds(model, encoder))
+
+
 def freeze(model, encoder, input_format: InputFormat) -> FrozenNetwork:
     """The discrete network of a trained nn.Sequential(LUTLayer..., GroupSum) and its thermometer."""
     modules = list(model)
@@ -183,14 +284,9 @@ def freeze(model, encoder, input_format: InputFormat) -> FrozenNetwork:
         raise DWNError("Only models of LUT layers followed by a GroupSum or reduction head can be frozen.")
     if not all(m.ste for m in modules[:-1]):
         raise DWNError("Only layers with ste=True (binary outputs) can be frozen.")
-    t = encoder.thresholds.detach().cpu().to(torch.float64).numpy()
-    num_features = int(np.prod(encoder.feature_shape)) if encoder.feature_wise else None
-    if encoder.feature_wise:
-        t = t.reshape(num_features, -1)
-    else:
-        num_features = modules[0].input_size // encoder.num_bits
-        t = np.broadcast_to(t, (num_features, t.shape[-1]))
-    scaled = np.floor(t * 2.0**input_format.frac_bits)
+    t = float_thresholds(model, encoder)
+    num_features = len(t)
+    scaled = np.floor(t * input_format.scales(num_features)[:, None])
     # thresholds outside the code range: below lo every code is above it, at or above hi none is
     thresholds = np.clip(scaled, input_format.lo - 1, input_format.hi).astype(np.int64)
     layers = [FrozenLayer(m.wiring().detach().cpu().numpy().astype(np.int64),
@@ -209,6 +305,16 @@ def classes_markdown(num_classes: int, class_names=None) -> str:
     names = list(class_names) if class_names else [str(c) for c in range(num_classes)]
     rows = "\n".join(f"| {c} | {name} |" for c, name in enumerate(names))
     return f"## Classes\n\n| class_id | label in the training data |\n|---|---|\n{rows}\n"
+
+
+def accuracy_gap(float_accuracy: float, frozen_accuracy: float, split: str = "test") -> str | None:
+    """The warning every command that scores a frozen network gives (dwn-export, dwn-eval
+    engine=packed) when it scores more than a tenth of a point below the float model; None when not."""
+    if float_accuracy - frozen_accuracy <= 0.001 + 1e-12:
+        return None
+    return (f"the frozen network scores {100 * frozen_accuracy:.2f} % on the {split} split against the float model's "
+            f"{100 * float_accuracy:.2f} %: its inputs lose precision; leave input_bits and frac_bits unset (they "
+            "then take the fraction bits that keep every training value on its side of each threshold), or raise them.")
 
 
 def float_predictions(model, encoder, net: FrozenNetwork, q: np.ndarray) -> np.ndarray:

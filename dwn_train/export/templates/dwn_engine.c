@@ -15,7 +15,7 @@
  *   DWN_NUM_FEATURES, DWN_NUM_CLASSES    features per sample, classes
  *   dwn_input_t, DWN_INPUT_LO/HI         the type of an input code and its range
  *   DWN_INPUT_BYTES, DWN_INPUT_SIGNED    its size (1, 2 or 4) and signedness
- *   DWN_SCALE                            2^frac_bits as a float: real features are scaled by it
+ *   dwn_scale[DWN_NUM_FEATURES]          2^frac_bits of each feature as a float: real features are scaled by it
  *   DWN_NUM_BLOCKS                       encoder blocks: 64 comparators of one threshold index
  *                                        over a chunk of 64 consecutive features; only blocks that
  *                                        hold a comparator the network reads (at least one block)
@@ -398,18 +398,20 @@ typedef struct {
     int nan;            /* a real feature was NaN, which has no code */
 } dwn_job;
 
-/* The contract's quantiser on n features; returns whether one was NaN (it has no code; it gets
- * DWN_INPUT_LO here and makes dwn_run fail). Scaling by a power of two is exact in float, rintf
- * rounds half to even, +-inf saturate, and every clamped value fits an int32_t. */
-static int dwn_quantise(const float *restrict x, dwn_input_t *restrict rows, long n)
+/* The contract's quantiser on m samples; returns whether a feature was NaN (it has no code; it
+ * gets DWN_INPUT_LO here and makes dwn_run fail). Scaling by a power of two is exact in float,
+ * floorf rounds down, +-inf saturate, and every clamped value fits an int32_t. */
+static int dwn_quantise(const float *restrict x, dwn_input_t *restrict rows, long m)
 {
-    long k;
-    int nan = 0;
-    for (k = 0; k < n; k++) {
-        float q = rintf(x[k] * DWN_SCALE);
-        nan |= x[k] != x[k];
-        q = q > (float)DWN_INPUT_LO ? q : (float)DWN_INPUT_LO;
-        rows[k] = q < (float)DWN_INPUT_HI ? (dwn_input_t)(int32_t)q : DWN_INPUT_HI;
+    long s;
+    int f, nan = 0;
+    for (s = 0; s < m; s++, x += DWN_NUM_FEATURES, rows += DWN_NUM_FEATURES) {
+        for (f = 0; f < DWN_NUM_FEATURES; f++) {
+            float q = floorf(x[f] * dwn_scale[f]);
+            nan |= x[f] != x[f];
+            q = q > (float)DWN_INPUT_LO ? q : (float)DWN_INPUT_LO;
+            rows[f] = q < (float)DWN_INPUT_HI ? (dwn_input_t)(int32_t)q : DWN_INPUT_HI;
+        }
     }
     return nan;
 }
@@ -419,7 +421,7 @@ static const dwn_input_t *dwn_rows(dwn_job *job, long start, int m, dwn_work *w)
 {
     long n = (long)m * DWN_NUM_FEATURES;
     if (job->real) {
-        if (dwn_quantise((const float *)job->x + start * DWN_NUM_FEATURES, w->rows, n)) {
+        if (dwn_quantise((const float *)job->x + start * DWN_NUM_FEATURES, w->rows, m)) {
             __atomic_store_n(&job->nan, 1, __ATOMIC_RELAXED);
         }
     } else if (m == DWN_BLOCK) {

@@ -2,8 +2,9 @@
  * (dwn_train/export/templates/dwn_model.h with its marker line replaced by this model's values).
  *
  * Input: DWN_NUM_FEATURES integer codes per sample, each standing for code / 2^DWN_INPUT_FRAC_BITS
- * (DWN_INPUT_BITS bits, two's complement when signed); quantise real features with
- * round-half-to-even and saturation. Output: the class with the highest score (popcount of its
+ * (dwn_input_frac_bits[f] for feature f where DWN_INPUT_FRAC_BITS is -1: the features differ;
+ * DWN_INPUT_BITS bits, two's complement when signed); quantise real features by rounding down,
+ * floor(x * 2^frac_bits), and saturation. Output: the class with the highest score (popcount of its
  * group of output bits), the lowest index on ties.
  */
 #ifndef DWN_MODEL_H
