@@ -79,6 +79,8 @@ def export_files(cfg) -> list[str]:
         names.append("dwn_shell.v")
     if cfg.format == "verilog" and cfg.fpga == "ice40":
         names.append(f"dwn_shell_{cfg.fpga_device}.asc")
+    if cfg.format == "verilog" and cfg.fpga == "xilinx":
+        names.append("vivado.tcl")
     return names + ["cost.json"]
 
 
@@ -120,6 +122,7 @@ def _hardware(cfg, net: FrozenNetwork, out_dir: Path, latency: int, numbers: dic
         fpga.write_shell(out_dir)
     if cfg.fpga == "xilinx":
         numbers.update(fpga.xilinx(out_dir))
+        fpga.write_vivado(out_dir)
         report["xilinx (yosys synth_xilinx)"] = f"{numbers['lut6']} LUT6, {numbers['ff']} FF (core; no timing " \
                                                 "without vendor tools)"
     elif cfg.fpga == "ice40":

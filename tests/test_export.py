@@ -466,14 +466,17 @@ def _files(folder) -> dict:
 
 
 @pytest.mark.parametrize("settings", [["format=json"], ["format=c", "verify=false"], ["format=c", "verify=true"],
-                                      ["format=verilog", "verify=false", "yosys=false", "shell=serial"]],
-                         ids=["json", "c", "c-verify", "verilog-shell"])
+                                      ["format=verilog", "verify=false", "yosys=false", "shell=serial"],
+                                      ["format=verilog", "verify=false", "yosys=false", "fpga=xilinx"]],
+                         ids=["json", "c", "c-verify", "verilog-shell", "verilog-xilinx"])
 def test_export_files_names_what_each_export_writes(settings, tiny_run, run_cli, tmp_path):
     """export_files (what overwrite= guards) is exactly what an export leaves in an empty folder."""
     from dwn_train.deploy import export_files
 
     if "verify=true" in settings and shutil.which("gcc") is None:
         pytest.skip("gcc is not installed")
+    if "fpga=xilinx" in settings and shutil.which("yosys") is None:
+        pytest.skip("yosys is not installed")
     code, out, err = run_cli("export", f"checkpoint={tiny_run}/checkpoints/last.pt", *settings, "vectors=20",
                              f"out={tmp_path}/out", f"hydra.run.dir={tmp_path}/run")
     assert code == 0, out + err

@@ -119,3 +119,22 @@ def test_a_seed_that_does_not_route_in_time_gives_way_to_the_next(tmp_path, monk
     with pytest.raises(RunError, match=r"did not finish placing and routing on hx8k within fpga_timeout=7 s with any "
                                        r"of seeds 1, 2, 3: raise fpga_timeout"):
         fpga._place_and_route(tmp_path / "shell.json", "hx8k", "ct256", tmp_path, 7)
+
+
+@pytest.mark.parametrize("pipeline", ["none", "layers"])
+def test_the_vivado_script_names_the_files_top_module_and_ports_the_export_has(tmp_path, pipeline):
+    """We cannot run Vivado here: the script must at least read files that exist, synthesise the
+    module they define, and constrain ports it has."""
+    import re
+
+    verilog.write(_tiny(), tmp_path, np.zeros((1, 3), dtype=np.int64), pipeline=pipeline)
+    script = fpga.write_vivado(tmp_path).read_text()
+    read = re.findall(r"read_verilog \[file join \$here (\S+)\]", script)
+    assert read == ["dwn_top.v"] and all((tmp_path / name).is_file() for name in read)
+    source = "".join((tmp_path / name).read_text() for name in read)
+    top = re.search(r"synth_design -top (\w+) -part \$part -mode out_of_context", script).group(1)
+    assert re.search(rf"^module {top}\b", source, re.M)
+    ports = set(re.findall(r"^\s*(?:input|output)\s+(?:wire|reg)?\s*(?:\[[^]]*\])?\s*(\w+)", source, re.M))
+    assert {"clk", "x", "class_id"} <= ports and "get_ports clk" in script
+    for report in ("report_utilization -file", "report_timing_summary -file", "route_design"):
+        assert report in script

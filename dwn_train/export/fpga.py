@@ -8,7 +8,8 @@
             pipeline=full ran 13 minutes on seed 1; seeds 2 and 3 routed it in under two), so each
             seed in SEEDS gets `timeout` seconds before the next is tried; cost.json names the seed.
     xilinx: yosys synth_xilinx of the core: LUT1..LUT6 and flip-flop counts, the unit of the paper's
-            tables (no timing: that needs the vendor's tools).
+            tables (no timing: that needs the vendor's tools), and vivado.tcl (templates/) for those
+            who have Vivado: out-of-context synthesis, place and route, utilisation and timing.
 Debian packages: yosys, nextpnr-ice40, fpga-icestorm.
 """
 
@@ -83,6 +84,14 @@ def lut6(verilog: Path) -> int | None:
     out = subprocess.run(["yosys", "-p", script], capture_output=True, text=True).stdout
     counts = re.findall(r"\$lut\s+(\d+)", out)
     return int(counts[-1]) if counts else None
+
+
+def write_vivado(out_dir: Path) -> Path:
+    """templates/vivado.tcl into out_dir: out-of-context synthesis and implementation of dwn_top.v
+    for those who have Vivado (part and clock period as -tclargs)."""
+    path = out_dir / "vivado.tcl"
+    path.write_text(template.read("vivado.tcl"))
+    return path
 
 
 def xilinx(out_dir: Path) -> dict:
