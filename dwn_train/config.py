@@ -175,7 +175,7 @@ class ExportConfig:
     frac_bits: Optional[int] = None  # null: as many as keep training values on their side of each threshold
     vectors: Optional[int] = None  # test samples in vectors.hex and verified (null: 1000 with Verilator, 8 with Icarus)
     simulator: str = "auto"  # verilog verify: auto (Verilator when installed, else Icarus) | verilator | iverilog
-    yosys: bool = True  # verilog: add a yosys LUT-6 count when yosys is installed
+    yosys: bool = False  # verilog: add a yosys synth -lut 6 count of the whole design (minutes for MNIST)
     fpga: str = "none"  # verilog: none | ice40 (yosys + nextpnr: LUT4, FF, Fmax) | xilinx (yosys: LUT6, FF)
     fpga_device: str = "hx8k"  # ice40: hx1k | up5k | hx8k
     fpga_timeout: float = 300  # ice40: seconds nextpnr may route with one seed before the next seed is tried

@@ -39,6 +39,16 @@ def model_summary(model) -> str:
 
 
 @contextmanager
+def phase(what: str):
+    """A step of a command that can take long (an export's freezing, writing, synthesis): a line
+    when it starts and one with its time when it ends, so no wait is silent."""
+    start = time.perf_counter()
+    log.info("%s ...", what)
+    yield
+    log.info("%s: done in %.1f s", what, time.perf_counter() - start)
+
+
+@contextmanager
 def epoch_progress(epoch: int, epochs: int, batches: int, enabled: bool = True, samples: int = 0):
     """Yields update(done, loss, acc, samples_per_s) (done: batches of `batches`; samples: the
     epoch's sample count); a live bar on a terminal, otherwise a log line every PROGRESS_EVERY

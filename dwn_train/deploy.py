@@ -146,9 +146,10 @@ def run_export(cfg, run_dir: Path) -> str:
     restored = restore(cfg.checkpoint, data_overrides(cfg))
     model, encoder = restored.model, restored.encoder
     data = load_dataset(restored.config.dataset)
-    fmt = input_format(model, encoder, data.x_train.flatten(1).numpy(), cfg.input_bits, cfg.frac_bits)
-    original = freeze(model, encoder, fmt)
-    net = reduce(original)  # what every writer emits (the same function, bit for bit)
+    with console.phase("freezing and simplifying the network"):
+        fmt = input_format(model, encoder, data.x_train.flatten(1).numpy(), cfg.input_bits, cfg.frac_bits)
+        original = freeze(model, encoder, fmt)
+        net = reduce(original)  # what every writer emits (the same function, bit for bit)
     q = fmt.quantise(data.x_test.flatten(1).numpy()[:count])
     expected = float_predictions(model, encoder, net, q)
     differ = np.flatnonzero(net.predict(q) != expected)
@@ -158,15 +159,16 @@ def run_export(cfg, run_dir: Path) -> str:
                        f"(the first is sample {i}: class {net.predict(q[i:i + 1])[0]} instead of {expected[i]}); "
                        "nothing was written: please report this as a bug.")
     out_dir.mkdir(parents=True, exist_ok=True)
-    built = verilog_export.design(net, _pipeline(cfg))  # the RTL, and the registers and latency of the cost table
-    verdict = _write_and_verify(cfg, net, out_dir, q, restored.data.get("class_names"), simulator, built)
+    with console.phase(f"writing the {cfg.format} export" + (" and verifying it" if cfg.verify else "")):
+        built = verilog_export.design(net, _pipeline(cfg))  # the RTL, and the registers and latency of the cost table
+        verdict = _write_and_verify(cfg, net, out_dir, q, restored.data.get("class_names"), simulator, built)
     numbers = cost_numbers(net, _pipeline(cfg), original, built)
     report = cost_report(net, _pipeline(cfg), original, numbers)
-    numbers.update(_accuracies(model, encoder, net, data))
-    if cfg.format == "verilog" and cfg.yosys:
+    with console.phase("scoring the float and the frozen network on the test split"):
+        numbers.update(_accuracies(model, encoder, net, data))
+    if cfg.format == "verilog" and cfg.yosys:  # (validate.check_export: yosys is installed)
         numbers["yosys_lut6"] = fpga.lut6(out_dir / "dwn_top.v")
-        report["yosys synth -lut 6"] = "yosys not installed" if numbers["yosys_lut6"] is None else \
-            f"{numbers['yosys_lut6']} LUT-6 (whole design)"
+        report["yosys synth -lut 6"] = f"{numbers['yosys_lut6']} LUT-6 (whole design)"
     if cfg.format == "verilog":
         _hardware(cfg, net, out_dir, built.latency, numbers, report)
     report["test accuracy: float / frozen"] = (f"{100 * numbers['accuracy_float']:.2f} % / "

@@ -116,6 +116,8 @@ def check_export(cfg) -> None:
     if not is_number(cfg.fpga_timeout) or cfg.fpga_timeout <= 0:
         raise DWNError(f"fpga_timeout must be a positive number of seconds; got {cfg.fpga_timeout!r}.")
     fpga.check(cfg.fpga, cfg.fpga_device)
+    if cfg.yosys and cfg.format == "verilog":  # asked for: a missing yosys is said before any work
+        fpga.need("yosys", "yosys", "yosys=true")
 
 
 def _one_of(key: str, value, allowed) -> None:

@@ -103,7 +103,7 @@ def test_a_seed_that_does_not_route_in_time_gives_way_to_the_next(tmp_path, monk
 
     calls = []
 
-    def fake_run(command, timeout=None, **kwargs):
+    def fake_run(command, what, timeout=None, **kwargs):
         seed = int(command[command.index("--seed") + 1])
         calls.append((seed, timeout))
         if seed in slow:
@@ -111,7 +111,7 @@ def test_a_seed_that_does_not_route_in_time_gives_way_to_the_next(tmp_path, monk
         log = "Info: Max frequency for clock 'clk$glb': 101.5 MHz (PASS at 12.00 MHz)\n"
         return subprocess.CompletedProcess(command, 0, stdout="", stderr=log)
 
-    monkeypatch.setattr(fpga.subprocess, "run", fake_run)
+    monkeypatch.setattr(fpga, "run_tool", fake_run)
     slow = {1}
     assert fpga._place_and_route(tmp_path / "shell.json", "hx8k", "ct256", tmp_path, 7) == (101.5, 2)
     assert calls == [(1, 7), (2, 7)]
@@ -138,3 +138,33 @@ def test_the_vivado_script_names_the_files_top_module_and_ports_the_export_has(t
     assert {"clk", "x", "class_id"} <= ports and "get_ports clk" in script
     for report in ("report_utilization -file", "report_timing_summary -file", "route_design"):
         assert report in script
+
+
+def test_a_long_tool_run_says_it_is_still_running_and_a_timeout_ends_it(monkeypatch, caplog):
+    import logging
+    import time
+
+    monkeypatch.setattr(fpga, "HEARTBEAT", 0.2)
+    with caplog.at_level(logging.INFO, logger="dwn_train"):
+        done = fpga.run_tool(["sh", "-c", "sleep 0.7; echo routed"], "a slow tool")
+    assert done.returncode == 0 and done.stdout.strip() == "routed"
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines[0] == "a slow tool ..." and lines[-1].startswith("a slow tool: done in ")
+    assert sum("a slow tool still running: " in line for line in lines) >= 2
+    start = time.perf_counter()
+    with pytest.raises(subprocess.TimeoutExpired):
+        fpga.run_tool(["sleep", "30"], "a stuck tool", timeout=0.5)
+    assert time.perf_counter() - start < 5  # killed at its timeout, not waited for
+
+
+def test_a_yosys_count_asked_for_without_yosys_is_refused_before_any_work(monkeypatch):
+    from omegaconf import OmegaConf
+
+    from dwn_train.config import ExportConfig
+    from dwn_train.validate import check_export
+
+    cfg = OmegaConf.merge(OmegaConf.structured(ExportConfig), {"checkpoint": "x.pt", "format": "verilog", "yosys": True})
+    monkeypatch.setattr(fpga.shutil, "which", lambda tool: None)
+    with pytest.raises(DWNError, match=r"yosys=true needs yosys on the PATH \(apt-get install yosys\)"):
+        check_export(cfg)
+    check_export(OmegaConf.merge(cfg, {"yosys": False}))  # not asked for: nothing needed

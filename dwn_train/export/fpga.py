@@ -19,6 +19,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from .. import console
@@ -44,13 +45,36 @@ def shell_parameters(net: FrozenNetwork, latency: int) -> dict:
     return {"FEATURES": net.num_features, "BITS": net.input.bits, "CLASS_BITS": class_width(net), "LATENCY": latency}
 
 
-def _need(tool: str, package: str) -> None:
+def need(tool: str, package: str, setting: str = "fpga=") -> None:
     if shutil.which(tool) is None:
-        raise DWNError(f"fpga= needs {tool} on the PATH (apt-get install {package}).")
+        raise DWNError(f"{setting} needs {tool} on the PATH (apt-get install {package}).")
 
 
-def _yosys(script: str, cwd: Path) -> str:
-    result = subprocess.run(["yosys", "-p", script], cwd=cwd, capture_output=True, text=True)
+HEARTBEAT = 30  # seconds between the lines a long tool run logs
+
+
+def run_tool(command: list[str], what: str, cwd: Path | None = None,
+             timeout: float | None = None) -> subprocess.CompletedProcess:
+    """Run an FPGA tool to its end (or `timeout`: subprocess.TimeoutExpired, the tool killed),
+    logging its start, a line every HEARTBEAT seconds while it runs, and its time."""
+    with console.phase(what):
+        proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        start = time.perf_counter()
+        while True:
+            left = None if timeout is None else timeout - (time.perf_counter() - start)
+            try:
+                out, err = proc.communicate(timeout=HEARTBEAT if left is None else max(0.0, min(HEARTBEAT, left)))
+                return subprocess.CompletedProcess(command, proc.returncode, out, err)
+            except subprocess.TimeoutExpired:
+                if left is not None and left <= HEARTBEAT:
+                    proc.kill()
+                    proc.communicate()
+                    raise
+                console.log.info("%s still running: %.0f s", what, time.perf_counter() - start)
+
+
+def _yosys(script: str, cwd: Path, what: str) -> str:
+    result = run_tool(["yosys", "-p", script], what, cwd=cwd)
     if result.returncode:
         last = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
         raise DWNError(f"yosys could not synthesise the design in {cwd}: {last[0]}")
@@ -70,9 +94,9 @@ def check(kind: str, device: str) -> None:
         return
     if kind == "ice40" and device not in ICE40:  # the setting first: it is wrong with or without the tools
         raise DWNError(f"fpga_device must be one of {', '.join(ICE40)} for fpga=ice40; got {device!r}.")
-    _need("yosys", "yosys")
+    need("yosys", "yosys")
     if kind == "ice40":
-        _need("nextpnr-ice40", "nextpnr-ice40")
+        need("nextpnr-ice40", "nextpnr-ice40")
 
 
 def lut6(verilog: Path) -> int | None:
@@ -81,7 +105,7 @@ def lut6(verilog: Path) -> int | None:
     if shutil.which("yosys") is None:
         return None
     script = f"read_verilog {verilog}; synth -top dwn_top -lut 6; stat"
-    out = subprocess.run(["yosys", "-p", script], capture_output=True, text=True).stdout
+    out = run_tool(["yosys", "-p", script], "yosys synth -lut 6 (the whole design)").stdout
     counts = re.findall(r"\$lut\s+(\d+)", out)
     return int(counts[-1]) if counts else None
 
@@ -96,7 +120,7 @@ def write_vivado(out_dir: Path) -> Path:
 
 def xilinx(out_dir: Path) -> dict:
     """yosys synth_xilinx of the core: LUT1..LUT6 and FF counts (fpga.check("xilinx") first)."""
-    stat = _yosys("read_verilog dwn_top.v; synth_xilinx -top dwn_top; stat", out_dir)
+    stat = _yosys("read_verilog dwn_top.v; synth_xilinx -top dwn_top; stat", out_dir, "yosys synth_xilinx (the core)")
     return {"lut6": _cells(stat, r"LUT[1-6]"), "ff": _cells(stat, r"FD[A-Z]*")}
 
 
@@ -104,12 +128,13 @@ def ice40(out_dir: Path, net: FrozenNetwork, latency: int, device: str = "hx8k",
     """Core and shell cell counts, then place and route of the shell on `device`: LUT4, FF, Fmax
     (`timeout`: seconds per nextpnr seed; fpga.check("ice40", device) first)."""
     write_shell(out_dir)
-    core = _yosys("read_verilog dwn_top.v; synth_ice40 -top dwn_top; stat", out_dir)
+    core = _yosys("read_verilog dwn_top.v; synth_ice40 -top dwn_top; stat", out_dir, "yosys synth_ice40 (the core)")
     params = " ".join(f"-set {k} {v}" for k, v in shell_parameters(net, latency).items())
     with tempfile.TemporaryDirectory(prefix="dwn-ice40-") as build:
         netlist = Path(build) / "shell.json"
         shell = _yosys(f"read_verilog dwn_top.v dwn_shell.v; chparam {params} dwn_shell; "
-                       f"synth_ice40 -top dwn_shell -json {netlist}; stat", out_dir)
+                       f"synth_ice40 -top dwn_shell -json {netlist}; stat", out_dir,
+                       "yosys synth_ice40 (the core in the serial shell)")
         numbers = {"lut4_core": _cells(core, r"SB_LUT4"), "ff_core": _cells(core, r"SB_DFF\w*"),
                    "lut4": _cells(shell, r"SB_LUT4"), "ff": _cells(shell, r"SB_DFF\w*"), "device": device}
         package, cells = ICE40[device]
@@ -127,7 +152,7 @@ def _place_and_route(netlist: Path, device: str, package: str, out_dir: Path, ti
         command = ["nextpnr-ice40", f"--{device}", "--package", package, "--json", str(netlist), "--asc",
                    str(out_dir / f"dwn_shell_{device}.asc"), "--timing-allow-fail", "--freq", "12", "--seed", str(seed)]
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+            result = run_tool(command, f"nextpnr-ice40 place and route on {device} (seed {seed})", timeout=timeout)
         except subprocess.TimeoutExpired:
             console.log.warning("nextpnr-ice40 did not finish in %s s with seed %d%s", timeout, seed,
                         "; trying the next seed" if seed != SEEDS[-1] else "")
