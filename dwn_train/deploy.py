@@ -121,10 +121,11 @@ def _hardware(cfg, net: FrozenNetwork, out_dir: Path, latency: int, numbers: dic
     if cfg.shell == "serial" and cfg.fpga != "ice40":
         fpga.write_shell(out_dir)
     if cfg.fpga == "xilinx":
-        numbers.update(fpga.xilinx(out_dir))
+        numbers.update(fpga.xilinx(out_dir, net))
         fpga.write_vivado(out_dir)
-        report["xilinx (yosys synth_xilinx)"] = f"{numbers['lut6']} LUT6, {numbers['ff']} FF (core; no timing " \
-                                                "without vendor tools)"
+        report["xilinx (yosys synth_xilinx)"] = (f"dwn_top {numbers['lut6']} LUT6, {numbers['ff']} FF; "
+                                                 f"{fpga.parts_text(numbers, 'lut6', 'LUT6')}; synthesis only, no "
+                                                 "timing (vivado.tcl for that)")
     elif cfg.fpga == "ice40":
         numbers.update(fpga.ice40(out_dir, net, latency, cfg.fpga_device, cfg.fpga_timeout))
         cycles = latency + 1  # the shell registers the class one clock after the core has it
@@ -135,6 +136,7 @@ def _hardware(cfg, net: FrozenNetwork, out_dir: Path, latency: int, numbers: dic
             f"core {numbers['lut4_core']} LUT4 + {numbers['ff_core']} FF; with the serial shell "
             f"{numbers['lut4']} LUT4 + {numbers['ff']} FF; Fmax {fmax} MHz; class {cycles} clock(s) after the last "
             f"feature" + (f" = {numbers['latency_ns']} ns" if fmax else ""))
+        report["ice40 LUT4 by part"] = fpga.parts_text(numbers, "lut4", "LUT4")
 
 
 def run_export(cfg, run_dir: Path) -> str:

@@ -168,3 +168,46 @@ def test_a_yosys_count_asked_for_without_yosys_is_refused_before_any_work(monkey
     with pytest.raises(DWNError, match=r"yosys=true needs yosys on the PATH \(apt-get install yosys\)"):
         check_export(cfg)
     check_export(OmegaConf.merge(cfg, {"yosys": False}))  # not asked for: nothing needed
+
+
+def test_the_three_parts_chained_are_the_network(tmp_path):
+    """verilog.parts cuts the design for the cost report's split: encoder -> LUT layers -> head,
+    simulated in a chain, classify as the frozen network does."""
+    if shutil.which("iverilog") is None:
+        pytest.skip("iverilog is not installed")
+    net = _tiny(3)
+    q = np.random.default_rng(2).integers(0, 256, size=(40, 3))
+    for part, text in verilog.parts(net).items():
+        (tmp_path / f"{part}.v").write_text(text)
+    feed = "\n".join(f"    x = {{8'd{int(c)}, 8'd{int(b)}, 8'd{int(a)}}}; #1; $display(\"class %0d\", class_id);"
+                     for a, b, c in q)
+    (tmp_path / "chain_tb.v").write_text(f"""module chain_tb;
+  reg [23:0] x;
+  wire [5:0] e;
+  wire [5:0] y;
+  wire [1:0] class_id;
+  wire [5:0] scores;
+  dwn_encoder encoder (.x(x), .e(e));
+  dwn_luts luts (.e(e), .y(y));
+  dwn_head head (.y(y), .class_id(class_id), .scores(scores));
+  initial begin
+{feed}
+  end
+endmodule
+""")
+    subprocess.run(["iverilog", "-g2001", "-o", "chain", "chain_tb.v", "encoder.v", "luts.v", "head.v"], cwd=tmp_path,
+                   check=True)
+    out = subprocess.run(["vvp", "-n", "chain"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+    assert [int(line.split()[1]) for line in out.splitlines() if line.startswith("class ")] == net.predict(q).tolist()
+
+
+@pytest.mark.slow
+def test_the_cost_split_counts_each_part_by_each_flow():
+    if shutil.which("yosys") is None:
+        pytest.skip("yosys is not installed")
+    net = _tiny(3)
+    for unit in ("lut6", "lut4"):
+        found = fpga.by_part(net, unit)
+        assert set(found) == {f"{unit}_encoder", f"{unit}_luts", f"{unit}_head"}
+        assert all(count > 0 for count in found.values()), found
+    assert "encoder" in fpga.parts_text(fpga.by_part(net, "lut6"), "lut6", "LUT6")

@@ -26,6 +26,7 @@ from .. import console
 from ..errors import DWNError, RunError
 from . import template
 from .freeze import FrozenNetwork
+from . import verilog
 from .verilog import class_width
 
 FPGAS = ("none", "ice40", "xilinx")
@@ -118,23 +119,51 @@ def write_vivado(out_dir: Path) -> Path:
     return path
 
 
-def xilinx(out_dir: Path) -> dict:
-    """yosys synth_xilinx of the core: LUT1..LUT6 and FF counts (fpga.check("xilinx") first)."""
-    stat = _yosys("read_verilog dwn_top.v; synth_xilinx -top dwn_top; stat", out_dir, "yosys synth_xilinx (the core)")
-    return {"lut6": _cells(stat, r"LUT[1-6]"), "ff": _cells(stat, r"FD[A-Z]*")}
+_PART_NAMES = {"encoder": "the encoder", "luts": "the LUT layers", "head": "the popcount/argmax"}
+# what each flow synthesises with, and the cells it counts as LUTs
+_FLOWS = {"lut6": ("synth_xilinx", r"LUT[1-6]"), "lut4": ("synth_ice40", r"SB_LUT4")}
+
+
+def by_part(net: FrozenNetwork, unit: str) -> dict:
+    """The LUTs of the encoder, the LUT layers and the popcount/argmax head, each synthesised on its
+    own (verilog.parts) by the flow of `unit` (lut6: synth_xilinx; lut4: synth_ice40):
+    {"<unit>_encoder": n, "<unit>_luts": n, "<unit>_head": n}."""
+    synth, pattern = _FLOWS[unit]
+    found = {}
+    with tempfile.TemporaryDirectory(prefix="dwn-parts-") as build:
+        for part, text in verilog.parts(net).items():
+            (Path(build) / f"{part}.v").write_text(text)
+            stat = _yosys(f"read_verilog {part}.v; {synth} -top {verilog.PARTS[part]}; stat", Path(build),
+                          f"yosys {synth} ({_PART_NAMES[part]} alone)")
+            found[f"{unit}_{part}"] = _cells(stat, pattern)
+    return found
+
+
+def parts_text(numbers: dict, unit: str, name: str) -> str:
+    """'encoder 120, LUT layers 64, popcount/argmax 40 LUT6 (each synthesised alone)'."""
+    return (f"encoder {numbers[f'{unit}_encoder']}, LUT layers {numbers[f'{unit}_luts']}, popcount/argmax "
+            f"{numbers[f'{unit}_head']} {name} (each synthesised alone)")
+
+
+def xilinx(out_dir: Path, net: FrozenNetwork | None = None) -> dict:
+    """yosys synth_xilinx of dwn_top: LUT1..LUT6 and FF counts, and with `net` the LUTs of its
+    three parts synthesised alone (fpga.check("xilinx") first)."""
+    stat = _yosys("read_verilog dwn_top.v; synth_xilinx -top dwn_top; stat", out_dir, "yosys synth_xilinx (dwn_top)")
+    numbers = {"lut6": _cells(stat, r"LUT[1-6]"), "ff": _cells(stat, r"FD[A-Z]*")}
+    return {**numbers, **(by_part(net, "lut6") if net is not None else {})}
 
 
 def ice40(out_dir: Path, net: FrozenNetwork, latency: int, device: str = "hx8k", timeout: float = 300) -> dict:
     """Core and shell cell counts, then place and route of the shell on `device`: LUT4, FF, Fmax
     (`timeout`: seconds per nextpnr seed; fpga.check("ice40", device) first)."""
     write_shell(out_dir)
-    core = _yosys("read_verilog dwn_top.v; synth_ice40 -top dwn_top; stat", out_dir, "yosys synth_ice40 (the core)")
+    core = _yosys("read_verilog dwn_top.v; synth_ice40 -top dwn_top; stat", out_dir, "yosys synth_ice40 (dwn_top)")
     params = " ".join(f"-set {k} {v}" for k, v in shell_parameters(net, latency).items())
     with tempfile.TemporaryDirectory(prefix="dwn-ice40-") as build:
         netlist = Path(build) / "shell.json"
         shell = _yosys(f"read_verilog dwn_top.v dwn_shell.v; chparam {params} dwn_shell; "
                        f"synth_ice40 -top dwn_shell -json {netlist}; stat", out_dir,
-                       "yosys synth_ice40 (the core in the serial shell)")
+                       "yosys synth_ice40 (dwn_top in the serial shell)")
         numbers = {"lut4_core": _cells(core, r"SB_LUT4"), "ff_core": _cells(core, r"SB_DFF\w*"),
                    "lut4": _cells(shell, r"SB_LUT4"), "ff": _cells(shell, r"SB_DFF\w*"), "device": device}
         package, cells = ICE40[device]
@@ -142,7 +171,7 @@ def ice40(out_dir: Path, net: FrozenNetwork, latency: int, device: str = "hx8k",
             raise DWNError(f"the design needs {numbers['lut4']} LUT4 cells; the iCE40 {device} has {cells} (the largest, "
                            "hx8k, has 7680): choose a smaller model or fpga=xilinx for counts only.")
         numbers["fmax_mhz"], numbers["nextpnr_seed"] = _place_and_route(netlist, device, package, out_dir, timeout)
-    return numbers
+    return {**numbers, **by_part(net, "lut4")}
 
 
 def _place_and_route(netlist: Path, device: str, package: str, out_dir: Path, timeout: float):

@@ -139,6 +139,41 @@ def design(net: FrozenNetwork, pipeline: str = "none") -> Design:
     return Design("\n".join(out.lines), out.latency, out.registers, build)
 
 
+PARTS = {"encoder": "dwn_encoder", "luts": "dwn_luts", "head": "dwn_head"}
+
+
+def parts(net: FrozenNetwork) -> dict[str, str]:
+    """The design cut in three combinational modules, each on its own, for the cost report's split
+    (synthesised apart: what optimises across a cut is counted on both sides or neither):
+    encoder (x -> e, the comparator bits the first layer reads; the others tied to 0), luts (e ->
+    y, the last layer's bits), head (y -> scores and class_id: popcounts and argmax). Chained,
+    they are dwn_top with pipeline=none."""
+    fmt, width0 = net.input, net.num_features * net.num_bits
+    first = net.layers[0]
+    read = {int(w) for wires, table in zip(first.wiring, first.tables) for w in folded(table, wires)[1]}
+    encoder = ["module dwn_encoder (", f"  input  wire [{net.num_features * fmt.bits - 1}:0] x,",
+               f"  output wire [{width0 - 1}:0] e", ");"]
+    for f in range(net.num_features):
+        for i in range(net.num_bits):
+            bit = f * net.num_bits + i
+            value = _comparator(net, f, int(net.thresholds[f, i])) if bit in read else "1'b0"
+            encoder.append(f"  assign e[{bit}] = {value};")
+    last = len(net.layers[-1].tables)
+    luts = ["module dwn_luts (", f"  input  wire [{width0 - 1}:0] e,", f"  output wire [{last - 1}:0] y", ");"]
+    source = "e"
+    for k, layer in enumerate(net.layers):
+        luts += _lut_layer(k, layer, source)
+        source = f"l{k + 1}"
+    luts.append(f"  assign y = {source};")
+    head = _Out()
+    head.lines = ["module dwn_head (", f"  input  wire [{last - 1}:0] y,",
+                  f"  output wire [{class_width(net) - 1}:0] class_id,",
+                  f"  output wire [{net.num_classes * score_width(net) - 1}:0] scores", ");"]
+    _argmax(net, _popcounts(net, "y", head, False), head, False)
+    return {name: "\n".join([*lines, "endmodule", ""]) for name, lines in
+            (("encoder", encoder), ("luts", luts), ("head", head.lines))}
+
+
 class _Out:
     """The lines of the module being written, with its register stages counted."""
 
