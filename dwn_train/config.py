@@ -176,8 +176,8 @@ class ExportConfig:
     vectors: Optional[int] = None  # test samples in vectors.hex and verified (null: 1000 with Verilator, 8 with Icarus)
     simulator: str = "auto"  # verilog verify: auto (Verilator when installed, else Icarus) | verilator | iverilog
     yosys: bool = False  # verilog: add a yosys synth -lut 6 count of the whole design (minutes for MNIST)
-    fpga: str = "none"  # verilog: none | ice40 (yosys + nextpnr: LUT4, FF, Fmax) | xilinx (yosys: LUT6, FF)
-    fpga_device: str = "hx8k"  # ice40: hx1k | up5k | hx8k
+    fpga: str = "none"  # verilog: none | ice40 | ecp5 (yosys + nextpnr: LUT4, FF, Fmax) | xilinx (yosys: LUT6, FF)
+    fpga_device: Optional[str] = None  # null: the largest; ice40: hx1k | up5k | hx8k; ecp5: 25k | 45k | 85k
     fpga_timeout: float = 300  # ice40: seconds nextpnr may route with one seed before the next seed is tried
     shell: str = "none"  # verilog: none | serial (also write dwn_shell.v, the board wrapper; fpga=ice40 uses it)
     data_root: Optional[str] = None  # the same as dataset.root (kept for older command lines)

@@ -75,10 +75,13 @@ def export_files(cfg) -> list[str]:
     names = {"json": ["frozen.json"],
              "c": ["dwn_model.h", "dwn_model.c", "dwn_main.c", "README.md"] + (["dwn_main"] if cfg.verify else []),
              "verilog": ["dwn_top.v", "dwn_tb.v", "vectors.hex", "README.md"]}.get(cfg.format, [])
-    if cfg.format == "verilog" and (cfg.shell == "serial" or cfg.fpga == "ice40"):
+    device = fpga.device_of(cfg.fpga, cfg.fpga_device)
+    if cfg.format == "verilog" and (cfg.shell == "serial" or cfg.fpga in ("ice40", "ecp5")):
         names.append("dwn_shell.v")
     if cfg.format == "verilog" and cfg.fpga == "ice40":
-        names.append(f"dwn_shell_{cfg.fpga_device}.asc")
+        names.append(f"dwn_shell_{device}.asc")
+    if cfg.format == "verilog" and cfg.fpga == "ecp5":
+        names.append(f"dwn_shell_ecp5_{device}.config")
     if cfg.format == "verilog" and cfg.fpga == "xilinx":
         names.append("vivado.tcl")
     return names + ["cost.json"]
@@ -118,7 +121,7 @@ def _write_and_verify(cfg, net: FrozenNetwork, out_dir: Path, q, class_names, si
 def _hardware(cfg, net: FrozenNetwork, out_dir: Path, latency: int, numbers: dict, report: dict) -> None:
     """The serial shell and the FPGA flows (`latency`: the core's clock cycles), into the cost
     numbers and the report."""
-    if cfg.shell == "serial" and cfg.fpga != "ice40":
+    if cfg.shell == "serial" and cfg.fpga not in ("ice40", "ecp5"):
         fpga.write_shell(out_dir)
     if cfg.fpga == "xilinx":
         numbers.update(fpga.xilinx(out_dir, net))
@@ -126,17 +129,20 @@ def _hardware(cfg, net: FrozenNetwork, out_dir: Path, latency: int, numbers: dic
         report["xilinx (yosys synth_xilinx)"] = (f"dwn_top {numbers['lut6']} LUT6, {numbers['ff']} FF; "
                                                  f"{fpga.parts_text(numbers, 'lut6', 'LUT6')}; synthesis only, no "
                                                  "timing (vivado.tcl for that)")
-    elif cfg.fpga == "ice40":
-        numbers.update(fpga.ice40(out_dir, net, latency, cfg.fpga_device, cfg.fpga_timeout))
+    elif cfg.fpga in ("ice40", "ecp5"):
+        device, flow = fpga.device_of(cfg.fpga, cfg.fpga_device), getattr(fpga, cfg.fpga)
+        numbers.update(flow(out_dir, net, latency, device, cfg.fpga_timeout))
         cycles = latency + 1  # the shell registers the class one clock after the core has it
         numbers["shell_latency_cycles"] = cycles
         fmax = numbers["fmax_mhz"]
         numbers["latency_ns"] = round(cycles * 1000 / fmax, 1) if fmax else None
-        report[f"ice40 {cfg.fpga_device} (yosys + nextpnr)"] = (
-            f"core {numbers['lut4_core']} LUT4 + {numbers['ff_core']} FF; with the serial shell "
+        carry = f" ({numbers['carry_core']} carry slices)" if "carry_core" in numbers else ""
+        report[f"{cfg.fpga} {device} (yosys + nextpnr)"] = (
+            f"core {numbers['lut4_core']} LUT4{carry} + {numbers['ff_core']} FF; with the serial shell "
             f"{numbers['lut4']} LUT4 + {numbers['ff']} FF; Fmax {fmax} MHz; class {cycles} clock(s) after the last "
             f"feature" + (f" = {numbers['latency_ns']} ns" if fmax else ""))
-        report["ice40 LUT4 by part"] = fpga.parts_text(numbers, "lut4", "LUT4")
+        unit = "lut4" if cfg.fpga == "ice40" else "ecp5_lut4"
+        report[f"{cfg.fpga} LUT4 by part"] = fpga.parts_text(numbers, unit, "LUT4")
 
 
 def run_export(cfg, run_dir: Path) -> str:

@@ -85,7 +85,7 @@ def test_a_design_too_large_for_the_device_is_one_sentence(tmp_path, monkeypatch
     net = _tiny()
     verilog.write(net, tmp_path, np.zeros((1, 3), dtype=np.int64))
     monkeypatch.setitem(fpga.ICE40, "hx1k", ("tq144", 3))
-    with pytest.raises(DWNError, match=r"the design needs \d+ LUT4 cells; the iCE40 hx1k has 3"):
+    with pytest.raises(DWNError, match=r"the design needs \d+ LUT4s; the iCE40 hx1k has 3 \(the largest, hx8k, has 7680\)"):
         fpga.ice40(tmp_path, net, latency=0, device="hx1k")
 
 
@@ -113,12 +113,13 @@ def test_a_seed_that_does_not_route_in_time_gives_way_to_the_next(tmp_path, monk
 
     monkeypatch.setattr(fpga, "run_tool", fake_run)
     slow = {1}
-    assert fpga._place_and_route(tmp_path / "shell.json", "hx8k", "ct256", tmp_path, 7) == (101.5, 2)
+    route = lambda: fpga._place_and_route("ice40", ["--seedless-args"], "hx8k", tmp_path / "x.asc", 7)  # noqa: E731
+    assert route() == (101.5, 2)
     assert calls == [(1, 7), (2, 7)]
     slow = set(fpga.SEEDS)
     with pytest.raises(RunError, match=r"did not finish placing and routing on hx8k within fpga_timeout=7 s with any "
                                        r"of seeds 1, 2, 3: raise fpga_timeout"):
-        fpga._place_and_route(tmp_path / "shell.json", "hx8k", "ct256", tmp_path, 7)
+        route()
 
 
 @pytest.mark.parametrize("pipeline", ["none", "layers"])
@@ -211,3 +212,26 @@ def test_the_cost_split_counts_each_part_by_each_flow():
         assert set(found) == {f"{unit}_encoder", f"{unit}_luts", f"{unit}_head"}
         assert all(count > 0 for count in found.values()), found
     assert "encoder" in fpga.parts_text(fpga.by_part(net, "lut6"), "lut6", "LUT6")
+
+
+@pytest.mark.slow
+def test_ecp5_places_and_routes_with_the_system_or_the_packaged_tools(tmp_path):
+    """fpga=ecp5 on a tiny network: yosys synth_ecp5 and nextpnr-ecp5 (the system's, else the
+    [fpga] extra's WebAssembly builds) give LUT4 (carry slices counted), FF and Fmax on the 25k."""
+    if fpga.tool("yosys") is None or fpga.tool("nextpnr-ecp5") is None:
+        pytest.skip("neither the system's nor the packaged yosys and nextpnr-ecp5 are installed")
+    net = _tiny()
+    verilog.write(net, tmp_path, np.zeros((1, 3), dtype=np.int64), pipeline="layers")
+    numbers = fpga.ecp5(tmp_path, net, latency=2, device="25k")
+    assert numbers["lut4"] >= numbers["lut4_core"] > 0 and numbers["ff"] >= 3 * 8 + 2
+    assert numbers["fmax_mhz"] > 10 and (tmp_path / "dwn_shell_ecp5_25k.config").stat().st_size > 1000
+    assert set(numbers) >= {"ecp5_lut4_encoder", "ecp5_lut4_luts", "ecp5_lut4_head", "carry_core", "nextpnr_seed"}
+
+
+def test_ecp5_without_any_of_its_tools_names_the_extra(monkeypatch):
+    monkeypatch.setattr(fpga.shutil, "which", lambda program: None)
+    with pytest.raises(DWNError, match=r"fpga=ecp5 needs yosys on the PATH, or the packaged tools: pip install -e "
+                                       r"\"\.\[fpga\]\""):
+        fpga.check("ecp5", None)
+    with pytest.raises(DWNError, match=r"fpga_device must be one of 25k, 45k, 85k for fpga=ecp5; got 'hx8k'"):
+        fpga.check("ecp5", "hx8k")
