@@ -3,7 +3,7 @@
 Exit status: 0 done; 2 a user error (a DWNError: one sentence naming the value, file or key, or a
 config Hydra cannot compose); 1 the environment stopped the run (a RunError or an OSError: disk
 full, unwritable folder, a verification mismatch); 130/143/138 Ctrl-C, SIGTERM, SIGUSR1. Never a traceback for these. In a
-sweep (-m) a failed job leaves failed.json in its folder and returns NaN, and the other jobs run
+sweep (-m) a failed job leaves failed.json in its folder and returns NaN (to Optuna: the worst value), and the other jobs run
 on; the sweep ends with one line naming the failed jobs and a non-zero status (dwn_train/sweep.py).
 
 This module reads what the process was given (argv, torchrun's environment, Hydra's run config)
@@ -102,16 +102,20 @@ def _fail(name: str, exc: Exception, folder: RunFolder, job: str, in_sweep: "swe
     message = f"{name}: {label}{exc}"
     print(message, file=sys.stderr)
     folder.append_log(job, message + "\n")  # the job's log (Hydra's file handler) says why the run ended
-    if in_sweep is None and exc.exit_code == 2 and precheck.made(folder.path) and not begun(folder):
-        _remove_made(folder.path, precheck.made(folder.path))  # refused before it started: leave no folder
+    if in_sweep is None and exc.exit_code == 2 and not begun(folder):
+        _remove_made(folder.path)  # refused before it started: leave no folder
     if in_sweep is not None and in_sweep.failed(exc.exit_code, str(exc), stopped=isinstance(exc, Interrupted)):
         return
     sys.exit(exc.exit_code)
 
 
-def _remove_made(path: Path, top: Path) -> None:
-    """Remove the run folder, then each folder above it up to `top` (all made by this command)
-    while it is empty: another run may have put its folder beside this one meanwhile."""
+def _remove_made(path: Path) -> None:
+    """Where this command made the run folder `path` (precheck.made): remove it, then each folder
+    above it that the command made too, while it is empty: another run may have put its folder
+    beside this one meanwhile."""
+    top = precheck.made(path)
+    if top is None:
+        return
     shutil.rmtree(path, ignore_errors=True)
     path = path.resolve()
     while path != top and top in path.parents:
@@ -138,9 +142,7 @@ def _train_app(cfg):
         hydra_cfg, (world, rank, local) = HydraConfig.get(), _torchrun()
         overrides, whole = list(hydra_cfg.overrides.task), None
         if hydra_cfg.mode == RunMode.MULTIRUN:  # the command that resumes the whole sweep, as it was started
-            sweep_dir = Path(hydra_cfg.runtime.cwd) / hydra_cfg.sweep.dir
-            words = sweep.marker(sweep_dir)
-            whole = (tuple(words), sweep_dir) if words is not None else None
+            whole = sweep.resumable(Path(hydra_cfg.runtime.cwd) / hydra_cfg.sweep.dir)
         if rank == 0:
             print(f"dwn-train: overrides: {' '.join(overrides) or 'none'}  (whole config: "
                   f"{RunFolder(run_dir).hydra / 'config.yaml'})")
@@ -191,8 +193,8 @@ def _entry(name: str, app) -> None:
             sentence = precheck.composition_sentence(text)
             print(f"{name}: error: {sentence}" if sentence else text, file=held.real, end="\n" if sentence else "")
             given = precheck.named_dir(sys.argv[1:], "hydra.run.dir")  # made (and held) before Hydra composed
-            if given and precheck.made(Path(given)):
-                _remove_made(Path(given), precheck.made(Path(given)))
+            if given:
+                _remove_made(Path(given))
             sys.exit(2)
         raise
     except KeyboardInterrupt as exc:  # before a job started (composing the config), after it ended, or in

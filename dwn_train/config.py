@@ -238,12 +238,17 @@ def _pairs(old, new, prefix: str = ""):
         yield prefix[:-1], old, new
 
 
-def changed_settings(trained: dict, today: dict, may_change=RESUME_MAY_CHANGE) -> list[tuple[str, object, object]]:
+def may_change(key: str, keys=RESUME_MAY_CHANGE) -> bool:
+    """Whether the dotted `key` is one of `keys` or under one of them (a setting a resume may change)."""
+    return any(key == k or key.startswith(k + ".") for k in keys)
+
+
+def changed_settings(trained: dict, today: dict, may_change_keys=RESUME_MAY_CHANGE) -> list[tuple[str, object, object]]:
     """(key, trained value, today's value) of every setting that differs between a checkpoint's
     config (`trained`, already merged over today's defaults) and today's, leaving out the keys in
-    `may_change` and everything under them; a key only one side has gets ABSENT on the other."""
-    free = lambda key: any(key == k or key.startswith(k + ".") for k in may_change)
-    return [(key, old, new) for key, old, new in _pairs(trained, today) if not free(key) and old != new]
+    `may_change_keys` and everything under them; a key only one side has gets ABSENT on the other."""
+    return [(key, old, new) for key, old, new in _pairs(trained, today)
+            if not may_change(key, may_change_keys) and old != new]
 
 
 def unknown_keys(cfg, schema, prefix: str = "") -> list[str]:

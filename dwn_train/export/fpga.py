@@ -127,11 +127,10 @@ def check(kind: str, device: str) -> None:
 
 def lut6(verilog: Path) -> int | None:
     """The LUT-6 count of the whole design (encoder, popcounts and argmax included) after yosys's
-    generic `synth -lut 6`, or None without yosys (dwn-export's yosys=true, with any fpga=)."""
-    if shutil.which("yosys") is None:
-        return None
-    script = f"read_verilog {verilog}; synth -top dwn_top -lut 6; stat"
-    out = run_tool(["yosys", "-p", script], "yosys synth -lut 6 (the whole design)").stdout
+    generic `synth -lut 6` (dwn-export's yosys=true, which validate.check_export makes sure yosys is
+    there for), or None when yosys reports no LUTs."""
+    out = _yosys(f"read_verilog {verilog.name}; synth -top dwn_top -lut 6; stat", verilog.parent,
+                 "yosys synth -lut 6 (the whole design)")
     counts = re.findall(r"\$lut\s+(\d+)", out)
     return int(counts[-1]) if counts else None
 

@@ -98,8 +98,9 @@ class InputFormat:
         """uint8 when the data are whole numbers in 0..255; else a signed Q format: integer bits
         from the data's range (sign included), and frac_bits, else with `bits` as many fraction
         bits as the range leaves, else, given the encoder's float `thresholds` ((F, z), or (1, z)
-        shared by every feature), the fewest with which every value of `x` above a threshold codes
-        above it (`separating_frac_bits`; 32 bits at most), else 16 bits in all."""
+        shared by every feature), one width for all and fraction bits by feature, as few as keep
+        every value of `x` above a threshold coded above it (`_separating`; 32 bits at most), else
+        16 bits in all."""
         x = np.asarray(x)
         if not np.issubdtype(x.dtype, np.floating):
             x = x.astype(np.float64)
@@ -113,9 +114,9 @@ class InputFormat:
             low, high = float(finite.min()), float(finite.max())
         if bits is None and frac_bits is None and low >= 0 and high <= 255 and np.array_equal(x, np.round(x)):
             return cls(8, 0, False)
-        int_bits = _int_bits(low, high)
         if bits is None and frac_bits is None and thresholds is not None:
             return cls._separating(x, thresholds)
+        int_bits = _int_bits(low, high)
         bits = 16 if bits is None else bits
         if not 2 <= bits <= MAX_BITS:
             raise DWNError(f"input_bits must be between 2 and {MAX_BITS}; got {bits}.")
@@ -139,8 +140,7 @@ class InputFormat:
         integer bits), at most MAX_BITS; then each feature takes every fraction bit its range leaves
         in that width (the same width: the rest is free precision for values never seen)."""
         x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-        t = np.asarray(thresholds, dtype=np.float64)
-        t = np.broadcast_to(t.reshape(-1, t.shape[-1]), (x.shape[1], t.shape[-1]))
+        t = _per_feature(thresholds, x.shape[1])
         ints = []
         for f in range(x.shape[1]):
             finite = x[:, f][np.isfinite(x[:, f])]
@@ -159,13 +159,18 @@ def _int_bits(low: float, high: float) -> int:
 MAX_BITS = 32  # the widest input code (the engines hold codes in int32)
 
 
+def _per_feature(thresholds, num_features: int) -> np.ndarray:
+    """Thresholds as (F, z) float64: one row per feature ((1, z) or (z,): shared by all)."""
+    t = np.asarray(thresholds, dtype=np.float64)
+    return np.broadcast_to(t.reshape(-1, t.shape[-1]), (num_features, t.shape[-1]))
+
+
 def separating_frac_bits(x, thresholds, limit: int) -> int:
     """The fewest fraction bits k (0..limit) with which every value of `x` (S, F) above a threshold
     of its feature ((F, z), or (1, z) for all) still codes above it: floor(u * 2**k) >
     floor(t * 2**k) for u the smallest value above t; `limit` where none is enough."""
     x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-    t = np.asarray(thresholds, dtype=np.float64)
-    t = np.broadcast_to(t.reshape(-1, t.shape[-1]), (x.shape[1], t.shape[-1]))  # (1, z): every feature's
+    t = _per_feature(thresholds, x.shape[1])
     above = np.full(t.shape, np.nan)
     for f in range(x.shape[1]):
         values = np.unique(x[:, f][np.isfinite(x[:, f])])
@@ -264,7 +269,7 @@ def float_thresholds(model, encoder) -> np.ndarray:
     t = encoder.thresholds.detach().cpu().to(torch.float64).numpy()
     if encoder.feature_wise:
         return t.reshape(int(np.prod(encoder.feature_shape)), -1)
-    return np.broadcast_to(t.reshape(-1, t.shape[-1]), (list(model)[0].input_size // encoder.num_bits, t.shape[-1]))
+    return _per_feature(t, list(model)[0].input_size // encoder.num_bits)
 
 
 def input_format(model, encoder, x_train, bits: int | None = None, frac_bits: int | None = None) -> InputFormat:

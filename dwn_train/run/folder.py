@@ -101,12 +101,14 @@ class RunFolder:
                 (self.path / name).write_bytes(content)
         if not whole:
             return
-        for path in (self.sweep_id, self.failed, *self.hydra.glob("*.yaml")):
-            name = str(path.relative_to(self.path))
-            if name in kept.files:
-                path.write_bytes(kept.files[name])
+        for path in (self.sweep_id, self.failed):
+            if path.name in kept.files:
+                path.write_bytes(kept.files[path.name])
             else:
                 path.unlink(missing_ok=True)
+        for path in self.hydra.glob("*.yaml"):  # a record Hydra made where there was none
+            if f".hydra/{path.name}" not in kept.files:
+                path.unlink()
         if self.hydra.is_dir() and not any(self.hydra.iterdir()):
             self.hydra.rmdir()
         for log in self.path.glob("*.log"):

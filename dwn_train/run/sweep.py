@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import DWNError
-from ..config import RESUME_MAY_CHANGE
+from ..config import may_change
 from .command import Command, override_key, value_of
 from .folder import ANOTHER_FOLDER, Kept, RunFolder
 from .lock import begun, hold, holder, release
@@ -251,11 +251,18 @@ def members(sweep_dir: Path) -> list[Path]:
     return [job.path for job in jobs if job.is_job() and (not sweep_id or _read(job.sweep_id) == sweep_id)]
 
 
+def resumable(sweep_dir: Path) -> tuple | None:
+    """(the words the sweep started in `sweep_dir` was launched with, the folder): Command.sweep,
+    for the command that resumes it; None where it cannot be resumed as a whole (its sweeper draws
+    its jobs, or the marker does not say)."""
+    words = marker(sweep_dir)
+    return (tuple(words), sweep_dir.absolute()) if words is not None else None
+
+
 def sweep_clause(sweep_dir: Path) -> str:
     """'; resume the whole sweep ... with `...`' for the sweep started in `sweep_dir` ('' where it
-    cannot be resumed as a whole: its sweeper draws its jobs, or the marker does not say)."""
-    words = marker(sweep_dir)
-    return Command(sweep=(tuple(words), sweep_dir.absolute())).sweep_clause() if words is not None else ""
+    cannot be resumed as a whole)."""
+    return Command(sweep=resumable(sweep_dir)).sweep_clause()
 
 
 def held_sweep_clause() -> str:
@@ -272,8 +279,7 @@ def marker(sweep_dir: Path) -> list[str] | None:
 
 def _settings(overrides: list[str]) -> list[str]:
     """The overrides that shape a run: those a resume may change (trainer.epochs, ...) left out."""
-    free = lambda key: any(key == k or key.startswith(k + ".") for k in RESUME_MAY_CHANGE)
-    return sorted(o for o in overrides if not free(override_key(o)))
+    return sorted(o for o in overrides if not may_change(override_key(o)))
 
 
 def _marker(sweep_dir: Path) -> dict:
